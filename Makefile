@@ -1,0 +1,41 @@
+# Cyclone: the two commands are `make run` and `make test`.
+GO            ?= go
+BIN           := bin/cyclone
+GOLANGCI_LINT := $(shell $(GO) env GOPATH)/bin/golangci-lint
+GOLANGCI_VER  := v2.15.0
+TEST_TIMEOUT  ?= 45m
+
+.PHONY: run build test test-deps lint bench clean
+
+## run: build and start everything in one process (embedded Temporal + Web UI, embedded store, API, worker)
+run: build
+	./$(BIN) dev
+
+## build: compile the cyclone binary into bin/
+build:
+	$(GO) build -o $(BIN) ./cmd/cyclone
+
+## test-deps: install what the tests need (git, busybox-static) and check the Docker engine
+test-deps:
+	./scripts/test-deps.sh
+
+## test: install test dependencies, vet, and run every test (no test may skip)
+test: test-deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+$(GOLANGCI_LINT):
+	GOTOOLCHAIN=local $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VER)
+
+## lint: gofmt, go vet and golangci-lint
+lint: $(GOLANGCI_LINT)
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GOLANGCI_LINT) run ./...
+
+## bench: run the benchmarks (figures go to bench/RESULTS.md)
+bench: test-deps
+	$(GO) test -run '^$$' -bench . -benchtime 20x -timeout 30m ./bench/...
+
+clean:
+	rm -rf bin

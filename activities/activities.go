@@ -1,0 +1,230 @@
+// Package activities does the work of a pipeline record for the PipelineRecord
+// workflow: it writes the record's projection to the store, sets up and tears down
+// the record's environment on an executor, and runs each stage.
+//
+// Stage activities run on the worker that holds the record's workspace (its own task
+// queue), heartbeat while their step runs, and turn a step that exits non-zero into a
+// non-retryable error: a user's failing test is not retried, a dead Docker engine is.
+package activities
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/cycloneci/cyclone/internal/executor"
+	"github.com/cycloneci/cyclone/internal/model"
+	"github.com/cycloneci/cyclone/internal/store"
+)
+
+// Error types the workflow's retry policy treats as final.
+const (
+	ErrTypeStepFailed     = "StepFailed"
+	ErrTypeNotImplemented = "NotImplemented"
+)
+
+// Store is what the activities need from persistence.
+type Store interface {
+	SetRecordRunning(ctx context.Context, id, runID, name string) error
+	UpdateStage(ctx context.Context, id string, u model.StageUpdate) error
+	FinishRecord(ctx context.Context, id, status, errorMessage string, end time.Time) error
+	GetRecordByID(ctx context.Context, id string) (*model.Record, error)
+	ProjectCredentials(ctx context.Context, projectID string) (*store.Credentials, error)
+}
+
+// LogSink opens the log of one stage (or task) of a record.
+type LogSink interface {
+	OpenLog(ctx context.Context, recordID, stage, task string) (io.WriteCloser, error)
+}
+
+// Activities holds the dependencies of every activity. Register it with a worker as
+// a whole; the workflow calls its methods through a nil *Activities.
+type Activities struct {
+	Store    Store
+	Executor executor.Executor
+	Logs     LogSink
+	// TaskQueue is this worker's own queue; the record's stages are sent there so they
+	// find the workspace Setup made.
+	TaskQueue string
+	// HeartbeatInterval paces heartbeats while a step runs (default 1s).
+	HeartbeatInterval time.Duration
+	// Now is the clock (tests may replace it).
+	Now func() time.Time
+}
+
+func (a *Activities) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now().UTC()
+}
+
+// RecordInput is everything the workflow needs to run a record. It carries a
+// snapshot of the pipeline's build (without secrets), so editing the pipeline does not
+// change a run in flight.
+type RecordInput struct {
+	RecordID     string              `json:"recordID"`
+	ProjectID    string              `json:"projectID"`
+	PipelineID   string              `json:"pipelineID"`
+	Project      string              `json:"project"`
+	Pipeline     string              `json:"pipeline"`
+	Trigger      string              `json:"trigger"`
+	Params       model.PerformParams `json:"params"`
+	Stages       []string            `json:"stages"`
+	Build        *model.Build        `json:"build"`
+	StageTimeout time.Duration       `json:"stageTimeout"`
+	StartTime    time.Time           `json:"startTime"`
+}
+
+// ExecutorRecord identifies the record to an executor.
+func (in RecordInput) ExecutorRecord() executor.Record {
+	return executor.Record{ID: in.RecordID, Project: in.Project, Pipeline: in.Pipeline}
+}
+
+// Environment is what SetupEnvironment made: the executor's environment and the task
+// queue of the worker that holds it.
+type Environment struct {
+	Env       executor.Environment `json:"env"`
+	TaskQueue string               `json:"taskQueue"`
+}
+
+// StageInput asks for one stage of a record.
+type StageInput struct {
+	Record RecordInput          `json:"record"`
+	Env    executor.Environment `json:"env"`
+	Stage  string               `json:"stage"`
+}
+
+// RecordStarted marks the record Running with the run that executes it.
+func (a *Activities) RecordStarted(ctx context.Context, recordID, runID string) error {
+	return a.Store.SetRecordRunning(ctx, recordID, runID, "")
+}
+
+// FinishRecord puts the record in its final state. When nameFromTime is set and the
+// record has no name yet (no commit was checked out), it is named by its start time.
+func (a *Activities) FinishRecord(ctx context.Context, recordID, status, message string, nameFromTime bool) error {
+	if nameFromTime {
+		r, err := a.Store.GetRecordByID(ctx, recordID)
+		if err != nil {
+			return err
+		}
+		if r.Name == "" && !model.IsTerminal(r.Status) {
+			if err := a.Store.SetRecordRunning(ctx, recordID, "", r.StartTime.UTC().Format("060102150405")); err != nil {
+				return err
+			}
+		}
+	}
+	return a.Store.FinishRecord(ctx, recordID, status, message, a.now())
+}
+
+// SetupEnvironment creates the record's workspace (and network) on this worker.
+func (a *Activities) SetupEnvironment(ctx context.Context, rec executor.Record) (Environment, error) {
+	env, err := a.Executor.Setup(ctx, rec)
+	if err != nil {
+		return Environment{}, fmt.Errorf("set up environment: %w", err)
+	}
+	return Environment{Env: env, TaskQueue: a.TaskQueue}, nil
+}
+
+// TeardownEnvironment removes the record's workspace, network and leftovers.
+func (a *Activities) TeardownEnvironment(ctx context.Context, env executor.Environment) error {
+	return a.Executor.Teardown(ctx, env.Record)
+}
+
+// RunStage runs one stage and writes its status into the record.
+func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
+	info := activity.GetInfo(ctx)
+	start := a.now()
+	if err := a.Store.UpdateStage(ctx, in.Record.RecordID, model.StageUpdate{Stage: in.Stage, Status: model.StatusRunning, StartTime: &start}); err != nil {
+		return err
+	}
+	log, err := a.openLog(ctx, in.Record.RecordID, in.Stage)
+	if err != nil {
+		return err
+	}
+	if info.Attempt > 1 {
+		fmt.Fprintf(log, "Stage: %s attempt %d\n", stageTitle(in.Stage), info.Attempt)
+	}
+	fmt.Fprintf(log, "Stage: %s status: start\n", stageTitle(in.Stage))
+	outcome, runErr := a.runStage(ctx, in, log)
+	end := a.now()
+	fmt.Fprintf(log, "Stage: %s status: finish\n", stageTitle(in.Stage))
+	closeErr := log.Close()
+
+	update := model.StageUpdate{Stage: in.Stage, EndTime: &end, Commit: outcome.commit}
+	switch {
+	case runErr == nil:
+		update.Status = model.StatusSuccess
+	case ctx.Err() != nil:
+		update.Status = model.StatusAborted
+	case temporal.IsApplicationError(runErr) && !isRetryable(runErr):
+		update.Status = model.StatusFailed
+		update.ErrorMessage = appMessage(runErr)
+	default:
+		// An infrastructure error: the stage is retried and stays Running.
+		return runErr
+	}
+	// The projection write must land even when the run was cancelled.
+	writeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if outcome.name != "" {
+		if err := a.Store.SetRecordRunning(writeCtx, in.Record.RecordID, "", outcome.name); err != nil {
+			return err
+		}
+	}
+	if err := a.Store.UpdateStage(writeCtx, in.Record.RecordID, update); err != nil {
+		return err
+	}
+	if runErr != nil {
+		return runErr
+	}
+	return closeErr
+}
+
+// stageOutcome is what a stage learned that the record keeps.
+type stageOutcome struct {
+	commit *model.Commit
+	name   string // the record's default name, once known
+}
+
+func (a *Activities) runStage(ctx context.Context, in StageInput, log io.Writer) (stageOutcome, error) {
+	stages := in.Record.Build.Stages
+	switch in.Stage {
+	case model.StageCodeCheckout:
+		return a.codeCheckout(ctx, in, log)
+	case model.StageUnitTest:
+		return stageOutcome{}, a.runCommands(ctx, in, stages.UnitTest.Command, log)
+	case model.StagePackage:
+		return stageOutcome{}, a.runCommands(ctx, in, stages.Package.Command, log)
+	}
+	msg := fmt.Sprintf("stage %s is not implemented yet", in.Stage)
+	fmt.Fprintln(log, msg)
+	return stageOutcome{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeNotImplemented, nil)
+}
+
+func stageTitle(stage string) string {
+	if stage == "" {
+		return stage
+	}
+	return string(stage[0]-'a'+'A') + stage[1:]
+}
+
+func isRetryable(err error) bool {
+	var appErr *temporal.ApplicationError
+	if ok := asAppErr(err, &appErr); ok {
+		return !appErr.NonRetryable()
+	}
+	return true
+}
+
+func appMessage(err error) string {
+	var appErr *temporal.ApplicationError
+	if asAppErr(err, &appErr) {
+		return appErr.Message()
+	}
+	return err.Error()
+}

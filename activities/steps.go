@@ -1,0 +1,198 @@
+package activities
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/cycloneci/cyclone/internal/executor"
+	"github.com/cycloneci/cyclone/internal/model"
+)
+
+func asAppErr(err error, target **temporal.ApplicationError) bool { return errors.As(err, target) }
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+func (a *Activities) openLog(ctx context.Context, recordID, stage string) (io.WriteCloser, error) {
+	if a.Logs == nil {
+		return nopCloser{io.Discard}, nil
+	}
+	return a.Logs.OpenLog(ctx, recordID, stage, "")
+}
+
+// heartbeat keeps telling Temporal the activity is alive until stop is called; a
+// cancellation of the record reaches ctx through the heartbeat's answer.
+func (a *Activities) heartbeat(ctx context.Context) (stop func()) {
+	interval := a.HeartbeatInterval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				activity.RecordHeartbeat(ctx)
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// shellScript turns the stage's command list into one sh script that stops at the
+// first failing command and echoes each command before running it.
+func shellScript(commands []string) string {
+	var b strings.Builder
+	b.WriteString("set -e\n")
+	for _, c := range commands {
+		fmt.Fprintf(&b, "printf '%%s\\n' %s\n%s\n", shellQuote("+ "+c), c)
+	}
+	return b.String()
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func envList(in RecordInput, vars []model.EnvVar) []string {
+	env := []string{
+		"CYCLONE_PROJECT=" + in.Project,
+		"CYCLONE_PIPELINE=" + in.Pipeline,
+		"CYCLONE_RECORD_ID=" + in.RecordID,
+		"CYCLONE_REF=" + in.Params.Ref,
+	}
+	for _, v := range vars {
+		env = append(env, v.Name+"="+v.Value)
+	}
+	return env
+}
+
+// runCommands runs a command stage's commands in the builder image.
+func (a *Activities) runCommands(ctx context.Context, in StageInput, commands []string, log io.Writer) error {
+	img := in.Record.Build.BuilderImage
+	step := executor.Step{
+		Name:    in.Stage,
+		Stage:   in.Stage,
+		Image:   img.Image,
+		Command: []string{"/bin/sh", "-c", shellScript(commands)},
+		Env:     envList(in.Record, img.EnvVars),
+	}
+	return a.runStep(ctx, in.Env, step, log)
+}
+
+// runStep runs one step with heartbeats: a non-zero exit is a non-retryable failure,
+// anything else the executor returns is an infrastructure error worth a retry.
+func (a *Activities) runStep(ctx context.Context, env executor.Environment, step executor.Step, log io.Writer) error {
+	stop := a.heartbeat(ctx)
+	defer stop()
+	res, err := a.Executor.Run(ctx, env, step, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return temporal.NewCanceledError("step cancelled")
+		}
+		return fmt.Errorf("run step %s: %w", step.Name, err)
+	}
+	if res.ExitCode != 0 {
+		return temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("command exited with code %d", res.ExitCode), ErrTypeStepFailed, nil)
+	}
+	return nil
+}
+
+// codeCheckout fetches the main code source at the record's ref into the workspace
+// with the git program and records the commit.
+func (a *Activities) codeCheckout(ctx context.Context, in StageInput, log io.Writer) (stageOutcome, error) {
+	src := in.Record.Build.Stages.CodeCheckout.Main()
+	if src == nil {
+		return stageOutcome{}, temporal.NewNonRetryableApplicationError("no main code source", ErrTypeStepFailed, nil)
+	}
+	if err := model.ValidateRef("ref", in.Record.Params.Ref); err != nil {
+		return stageOutcome{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeStepFailed, nil)
+	}
+	stop := a.heartbeat(ctx)
+	defer stop()
+	ws := in.Env.Workspace
+	git := func(args ...string) error {
+		fmt.Fprintf(log, "+ git %s\n", strings.Join(args, " "))
+		cmd := exec.CommandContext(ctx, "git", append([]string{"-C", ws}, args...)...)
+		cmd.Env = gitEnv()
+		cmd.Stdout, cmd.Stderr = log, log
+		cmd.WaitDelay = 5 * time.Second
+		return cmd.Run()
+	}
+	steps := [][]string{
+		{"init", "-q"},
+		{"fetch", "--no-tags", "--depth=50", "--end-of-options", src.URL(), in.Record.Params.Ref},
+		{"checkout", "-q", "--force", "FETCH_HEAD"},
+	}
+	for _, args := range steps {
+		if err := git(args...); err != nil {
+			if ctx.Err() != nil {
+				return stageOutcome{}, temporal.NewCanceledError("checkout cancelled")
+			}
+			var exitErr *exec.ExitError
+			if errors.As(err, &exitErr) {
+				msg := fmt.Sprintf("git %s failed (exit code %d): ref %q of %s could not be checked out",
+					args[0], exitErr.ExitCode(), in.Record.Params.Ref, src.URL())
+				return stageOutcome{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeStepFailed, nil)
+			}
+			return stageOutcome{}, fmt.Errorf("run git: %w", err)
+		}
+	}
+	commit, err := headCommit(ctx, ws)
+	if err != nil {
+		return stageOutcome{}, err
+	}
+	fmt.Fprintf(log, "Checked out %s (%s)\n", commit.ID, strings.SplitN(commit.Message, "\n", 2)[0])
+	out := stageOutcome{commit: commit}
+	if in.Record.Params.Name == "" {
+		out.name = commit.ID[:min(7, len(commit.ID))] + "-" + in.Record.StartTime.UTC().Format("060102150405")
+	}
+	return out, nil
+}
+
+// gitEnv keeps git from prompting (a missing credential must fail, not hang) and
+// from reading the worker's own configuration.
+func gitEnv() []string {
+	return append(os.Environ(),
+		"GIT_TERMINAL_PROMPT=0",
+		"GIT_CONFIG_NOSYSTEM=1",
+		"GIT_ASKPASS=/bin/false",
+		"GIT_AUTHOR_NAME=cyclone", "GIT_AUTHOR_EMAIL=cyclone@localhost",
+		"GIT_COMMITTER_NAME=cyclone", "GIT_COMMITTER_EMAIL=cyclone@localhost",
+	)
+}
+
+func headCommit(ctx context.Context, ws string) (*model.Commit, error) {
+	cmd := exec.CommandContext(ctx, "git", "-C", ws, "log", "-1", "--format=%H%x00%an <%ae>%x00%aI%x00%B")
+	cmd.Env = gitEnv()
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("read checked-out commit: %w", err)
+	}
+	parts := bytes.SplitN(out, []byte{0}, 4)
+	if len(parts) != 4 {
+		return nil, fmt.Errorf("read checked-out commit: unexpected git output")
+	}
+	return &model.Commit{
+		ID:      string(parts[0]),
+		Author:  string(parts[1]),
+		Date:    string(parts[2]),
+		Message: strings.TrimSpace(string(parts[3])),
+	}, nil
+}

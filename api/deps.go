@@ -1,0 +1,106 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/cycloneci/cyclone/internal/model"
+	"github.com/cycloneci/cyclone/internal/store"
+)
+
+// Store is what the handlers need from persistence.
+type Store interface {
+	CreateProject(ctx context.Context, p *model.Project) error
+	GetProject(ctx context.Context, name string) (*model.Project, error)
+	ListProjects(ctx context.Context, o store.ListOptions) ([]*model.Project, int64, error)
+	UpdateProject(ctx context.Context, name string, p *model.Project) error
+	DeleteProject(ctx context.Context, id string) error
+
+	CreatePipeline(ctx context.Context, p *model.Pipeline) error
+	GetPipeline(ctx context.Context, projectID, name string) (*model.Pipeline, error)
+	ListPipelines(ctx context.Context, projectID string, o store.ListOptions) ([]*model.Pipeline, int64, error)
+	UpdatePipeline(ctx context.Context, projectID, name string, p *model.Pipeline) error
+	DeletePipeline(ctx context.Context, id string) error
+
+	CreateRecord(ctx context.Context, r *model.Record) error
+	GetRecord(ctx context.Context, pipelineID, id string) (*model.Record, error)
+	ListRecords(ctx context.Context, pipelineID string, o store.ListOptions) ([]*model.Record, int64, error)
+	RecentRecords(ctx context.Context, pipelineID, status string, n int64) ([]*model.Record, error)
+	DeleteRecord(ctx context.Context, id string) error
+}
+
+// Runs starts and cancels pipeline records on the engine.
+type Runs interface {
+	// Start starts the record's workflow and returns its run ID.
+	Start(ctx context.Context, rec *model.Record, project *model.Project, pipeline *model.Pipeline) (runID string, err error)
+	// Cancel asks a running record to stop; cancelling a finished record is not an error.
+	Cancel(ctx context.Context, recordID string) error
+}
+
+// Hooks let later features (schedules, webhooks) act when objects go away. Each hook
+// is optional; an error aborts the deletion.
+type Hooks struct {
+	BeforePipelineDelete func(ctx context.Context, project *model.Project, pipeline *model.Pipeline) error
+}
+
+// Paging defaults.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 1000
+)
+
+// listOptions reads start, limit and filter from the query.
+func listOptions(c echo.Context) (store.ListOptions, error) {
+	o := store.ListOptions{Limit: DefaultLimit}
+	var err error
+	if o.Start, err = intParam(c, "start", 0, 0, 1<<62); err != nil {
+		return o, err
+	}
+	if o.Limit, err = intParam(c, "limit", DefaultLimit, 1, MaxLimit); err != nil {
+		return o, err
+	}
+	if f := c.QueryParam("filter"); f != "" {
+		o.Filter = map[string]string{}
+		for _, kv := range strings.Split(f, ",") {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				return o, invalidField("filter", "%q is not key=value", kv)
+			}
+			o.Filter[k] = v
+		}
+	}
+	return o, nil
+}
+
+func intParam(c echo.Context, name string, def, min, max int64) (int64, error) {
+	s := c.QueryParam(name)
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < min || n > max {
+		return 0, invalidField(name, "%q must be an integer between %d and %d", s, min, max)
+	}
+	return n, nil
+}
+
+// listResponse is the spec's list shape; items is never null.
+type listResponse[T any] struct {
+	Metadata struct {
+		Total int64 `json:"total"`
+	} `json:"metadata"`
+	Items []T `json:"items"`
+}
+
+func renderList[T any](c echo.Context, items []T, total int64) error {
+	resp := listResponse[T]{Items: items}
+	if resp.Items == nil {
+		resp.Items = []T{}
+	}
+	resp.Metadata.Total = total
+	return c.JSON(http.StatusOK, resp)
+}

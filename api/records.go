@@ -1,0 +1,137 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/cycloneci/cyclone/internal/model"
+	"github.com/cycloneci/cyclone/internal/store"
+)
+
+func (h *handlers) record(c echo.Context) (*model.Project, *model.Pipeline, *model.Record, error) {
+	proj, p, err := h.pipeline(c)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	id := c.Param("record")
+	r, err := h.store.GetRecord(c.Request().Context(), p.ID, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil, nil, notFound("record", id)
+	}
+	return proj, p, r, err
+}
+
+func (h *handlers) listRecords(c echo.Context) error {
+	_, p, err := h.pipeline(c)
+	if err != nil {
+		return err
+	}
+	o, err := listOptions(c)
+	if err != nil {
+		return err
+	}
+	items, total, err := h.store.ListRecords(c.Request().Context(), p.ID, o)
+	if err != nil {
+		return err
+	}
+	return renderList(c, items, total)
+}
+
+func (h *handlers) createRecord(c echo.Context) error {
+	proj, p, err := h.pipeline(c)
+	if err != nil {
+		return err
+	}
+	var params model.PerformParams
+	if err := decodeJSON(c, &params); err != nil {
+		return err
+	}
+	if err := params.NormalizeAndValidate(p); err != nil {
+		return err
+	}
+	if len(params.Stages) == 0 {
+		params.Stages = p.Build.Stages.Configured()
+	}
+	id := uuid.NewString()
+	rec := &model.Record{
+		ID:            id,
+		Name:          params.Name,
+		ProjectID:     proj.ID,
+		PipelineID:    p.ID,
+		Trigger:       model.TriggerUser,
+		PerformParams: &params,
+		StageStatus:   &model.StageStatus{},
+		Status:        model.StatusPending,
+		WorkflowID:    id,
+	}
+	ctx := c.Request().Context()
+	if err := h.store.CreateRecord(ctx, rec); err != nil {
+		return err
+	}
+	runID, err := h.runs.Start(ctx, rec, proj, p)
+	if err != nil {
+		// Leave no half-made record behind: the run never started.
+		if delErr := h.store.DeleteRecord(context.WithoutCancel(ctx), id); delErr != nil {
+			h.log.Error("roll back record after failed start", "record", id, "error", delErr)
+		}
+		return &Unavailable{Service: "temporal", Err: err}
+	}
+	rec.RunID = runID
+	return c.JSON(http.StatusCreated, rec)
+}
+
+func (h *handlers) getRecord(c echo.Context) error {
+	_, _, r, err := h.record(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, r)
+}
+
+func (h *handlers) deleteRecord(c echo.Context) error {
+	_, _, r, err := h.record(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if !model.IsTerminal(r.Status) {
+		if err := h.runs.Cancel(ctx, r.ID); err != nil {
+			return err
+		}
+	}
+	if err := h.store.DeleteRecord(ctx, r.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+type statusChange struct {
+	Status string `json:"status"`
+}
+
+func (h *handlers) updateRecordStatus(c echo.Context) error {
+	_, _, r, err := h.record(c)
+	if err != nil {
+		return err
+	}
+	var change statusChange
+	if err := decodeJSON(c, &change); err != nil {
+		return err
+	}
+	if change.Status != model.StatusAborted {
+		return invalidField("status", "%q is not supported; only Aborted is", change.Status)
+	}
+	if model.IsTerminal(r.Status) {
+		return &Error{Status: http.StatusConflict, Reason: ReasonInvalidStateChange,
+			Message: "record is already " + r.Status + "; only Pending or Running records can be aborted",
+			Details: map[string]any{"field": "status", "current": r.Status}}
+	}
+	if err := h.runs.Cancel(c.Request().Context(), r.ID); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, r)
+}

@@ -1,0 +1,137 @@
+// Package api is the Echo server of the Cyclone API v1: routes, request and response
+// JSON, validation, the one error handler. It knows nothing of executors: it reads and
+// writes the store and asks the starter to start or cancel runs.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+)
+
+// MaxBodyBytes bounds request bodies.
+const MaxBodyBytes = 1 << 20
+
+// Config wires the server to its dependencies.
+type Config struct {
+	Store   Store
+	Runs    Runs
+	Checks  map[string]func(context.Context) error // readiness checks by service name
+	Logger  *slog.Logger
+	Hooks   Hooks
+	BodyMax int64
+}
+
+// New builds the Echo server with every route registered.
+func New(cfg Config) *echo.Echo {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.BodyMax == 0 {
+		cfg.BodyMax = MaxBodyBytes
+	}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = errorHandler(cfg.Logger)
+	e.Use(middleware.Recover())
+	e.Use(bodyLimit(cfg.BodyMax))
+
+	h := &handlers{store: cfg.Store, runs: cfg.Runs, hooks: cfg.Hooks, log: cfg.Logger}
+	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	e.GET("/readyz", readiness(cfg.Checks))
+
+	v1 := e.Group("/api/v1")
+	v1.GET("/projects", h.listProjects)
+	v1.POST("/projects", h.createProject)
+	v1.GET("/projects/:project", h.getProject)
+	v1.PUT("/projects/:project", h.updateProject)
+	v1.PATCH("/projects/:project", h.updateProject)
+	v1.DELETE("/projects/:project", h.deleteProject)
+
+	v1.GET("/projects/:project/pipelines", h.listPipelines)
+	v1.POST("/projects/:project/pipelines", h.createPipeline)
+	v1.GET("/projects/:project/pipelines/:pipeline", h.getPipeline)
+	v1.PUT("/projects/:project/pipelines/:pipeline", h.updatePipeline)
+	v1.DELETE("/projects/:project/pipelines/:pipeline", h.deletePipeline)
+
+	v1.GET("/projects/:project/pipelines/:pipeline/records", h.listRecords)
+	v1.POST("/projects/:project/pipelines/:pipeline/records", h.createRecord)
+	v1.GET("/projects/:project/pipelines/:pipeline/records/:record", h.getRecord)
+	v1.DELETE("/projects/:project/pipelines/:pipeline/records/:record", h.deleteRecord)
+	v1.PATCH("/projects/:project/pipelines/:pipeline/records/:record/status", h.updateRecordStatus)
+	return e
+}
+
+type handlers struct {
+	store Store
+	runs  Runs
+	hooks Hooks
+	log   *slog.Logger
+}
+
+// bodyLimit answers 413 for a body over max, before a handler reads it, and caps
+// what a handler can read when the length is not announced.
+func bodyLimit(max int64) echo.MiddlewareFunc {
+	return middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: strconv.FormatInt(max, 10) + "B"})
+}
+
+func readiness(checks map[string]func(context.Context) error) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		status := map[string]string{}
+		ok := true
+		for name, check := range checks {
+			if err := check(c.Request().Context()); err != nil {
+				status[name] = "unavailable: " + err.Error()
+				ok = false
+				continue
+			}
+			status[name] = "ok"
+		}
+		if !ok {
+			return c.JSON(http.StatusServiceUnavailable, &Error{
+				Reason: ReasonUnavailable, Message: "not ready", Details: map[string]any{"checks": status},
+			})
+		}
+		return c.JSON(http.StatusOK, map[string]any{"status": "ready", "checks": status})
+	}
+}
+
+// decodeJSON reads a JSON request body into v: 415 unless the body is JSON, 400 for
+// malformed JSON naming where it broke. Unknown fields are ignored.
+func decodeJSON(c echo.Context, v any) error {
+	ct := c.Request().Header.Get(echo.HeaderContentType)
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || (mt != echo.MIMEApplicationJSON && !strings.HasSuffix(mt, "+json")) {
+		return &Error{Status: http.StatusUnsupportedMediaType, Reason: ReasonUnsupportedMedia,
+			Message: "request body must be application/json", Details: map[string]any{"contentType": ct}}
+	}
+	err = json.NewDecoder(c.Request().Body).Decode(v)
+	var (
+		syntaxErr *json.SyntaxError
+		typeErr   *json.UnmarshalTypeError
+		tooLarge  *http.MaxBytesError
+	)
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &tooLarge):
+		return &Error{Status: http.StatusRequestEntityTooLarge, Reason: ReasonTooLarge, Message: "request body is larger than the limit"}
+	case errors.As(err, &typeErr):
+		return invalidField(typeErr.Field, "must be a JSON %s, got %s", typeErr.Type.Kind(), typeErr.Value)
+	case errors.As(err, &syntaxErr):
+		return &Error{Status: http.StatusBadRequest, Reason: ReasonMalformedJSON,
+			Message: "malformed JSON: " + syntaxErr.Error(), Details: map[string]any{"offset": syntaxErr.Offset}}
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return &Error{Status: http.StatusBadRequest, Reason: ReasonMalformedJSON, Message: "malformed JSON: body is empty or truncated"}
+	}
+	return &Error{Status: http.StatusBadRequest, Reason: ReasonMalformedJSON, Message: "malformed JSON: " + err.Error()}
+}

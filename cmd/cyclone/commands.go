@@ -1,0 +1,249 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	dockerclient "github.com/docker/docker/client"
+	"go.temporal.io/sdk/client"
+
+	"github.com/cycloneci/cyclone/internal/app"
+	"github.com/cycloneci/cyclone/internal/devstack"
+	"github.com/cycloneci/cyclone/internal/executor"
+	"github.com/cycloneci/cyclone/internal/executor/docker"
+	"github.com/cycloneci/cyclone/internal/executor/local"
+	"github.com/cycloneci/cyclone/internal/secrets"
+	"github.com/cycloneci/cyclone/internal/store"
+)
+
+type temporalFlags struct {
+	TemporalAddress   string `help:"Temporal frontend host:port." default:"127.0.0.1:7233"`
+	TemporalNamespace string `help:"Temporal namespace." default:"default"`
+	TaskQueue         string `help:"Temporal task queue of record workflows." default:"cyclone"`
+}
+
+type mongoFlags struct {
+	MongoURI      string `help:"MongoDB connection URI." default:"mongodb://127.0.0.1:27017"`
+	MongoDatabase string `help:"MongoDB database name." default:"cyclone"`
+}
+
+type workerFlags struct {
+	Executor            string `help:"Where steps run: docker (containers), local (host processes) or auto (docker when the engine answers, else local)." enum:"auto,docker,local" default:"auto"`
+	WorkspaceRoot       string `help:"Host directory holding record workspaces (default: <data-dir>/workspaces in dev, /var/lib/cyclone/workspaces otherwise)."`
+	WorkerID            string `help:"Stable worker identity; stages of a record return to the worker holding its workspace (default: host name)."`
+	MaxConcurrentStages int    `help:"Stages this worker runs at once." default:"16"`
+}
+
+type serverCmd struct {
+	temporalFlags `embed:""`
+	mongoFlags    `embed:""`
+	Listen        string `help:"API listen address." default:":8080"`
+	SecretKey     string `help:"Key encrypting secrets at rest: 32 bytes as 64 hex digits or base64. Required."`
+}
+
+type workerCmd struct {
+	temporalFlags `embed:""`
+	mongoFlags    `embed:""`
+	workerFlags   `embed:""`
+	SecretKey     string `help:"Key encrypting secrets at rest (the same as the server's). Required."`
+}
+
+type devCmd struct {
+	DataDir         string `help:"Directory keeping all dev data (Temporal, MongoDB-compatible store, secret key, workspaces)." default:".cyclone"`
+	Listen          string `help:"API listen address." default:"127.0.0.1:8080"`
+	TemporalAddress string `help:"Embedded Temporal frontend address." default:"127.0.0.1:7233"`
+	UIAddress       string `help:"Temporal Web UI address (empty: no UI)." default:"127.0.0.1:8233"`
+	MongoAddress    string `help:"Embedded MongoDB-compatible server address." default:"127.0.0.1:27018"`
+	TaskQueue       string `help:"Temporal task queue of record workflows." default:"cyclone"`
+	workerFlags     `embed:""`
+}
+
+func (c *serverCmd) Run(ctx context.Context, logger *slog.Logger) error {
+	box, err := boxFromFlag(c.SecretKey)
+	if err != nil {
+		return err
+	}
+	st, tc, err := connect(ctx, c.temporalFlags, c.mongoFlags, box, logger)
+	if err != nil {
+		return err
+	}
+	defer st.Close(context.Background())
+	defer tc.Close()
+	e := app.NewAPI(st, tc, c.TaskQueue, logger)
+	return app.Serve(ctx, e, c.Listen, func(addr string) { logger.Info("API listening", "address", addr) })
+}
+
+func (c *workerCmd) Run(ctx context.Context, logger *slog.Logger) error {
+	box, err := boxFromFlag(c.SecretKey)
+	if err != nil {
+		return err
+	}
+	st, tc, err := connect(ctx, c.temporalFlags, c.mongoFlags, box, logger)
+	if err != nil {
+		return err
+	}
+	defer st.Close(context.Background())
+	defer tc.Close()
+	root := c.WorkspaceRoot
+	if root == "" {
+		root = "/var/lib/cyclone/workspaces"
+	}
+	ex, kind, err := newExecutor(ctx, c.Executor, root)
+	if err != nil {
+		return err
+	}
+	w, err := app.NewWorker(st, tc, ex, app.WorkerConfig{TaskQueue: c.TaskQueue, WorkerID: c.WorkerID, MaxConcurrentStages: c.MaxConcurrentStages})
+	if err != nil {
+		return err
+	}
+	if err := w.Start(); err != nil {
+		return err
+	}
+	logger.Info("worker started", "executor", kind, "taskQueue", c.TaskQueue)
+	<-ctx.Done()
+	w.Stop()
+	return nil
+}
+
+func boxFromFlag(key string) (*secrets.Box, error) {
+	if key == "" {
+		return nil, errors.New("--secret-key (CYCLONE_SECRET_KEY) is required: 32 bytes as 64 hex digits or base64, e.g. from `openssl rand -hex 32`")
+	}
+	k, err := secrets.ParseKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return secrets.New(k)
+}
+
+func connect(ctx context.Context, tf temporalFlags, mf mongoFlags, box *secrets.Box, logger *slog.Logger) (*store.Store, client.Client, error) {
+	dialCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	st, err := store.Open(dialCtx, mf.MongoURI, mf.MongoDatabase, box)
+	if err != nil {
+		return nil, nil, err
+	}
+	tc, err := app.DialTemporal(dialCtx, tf.TemporalAddress, tf.TemporalNamespace, logger)
+	if err != nil {
+		_ = st.Close(context.Background())
+		return nil, nil, err
+	}
+	return st, tc, nil
+}
+
+// newExecutor picks the executor; auto prefers Docker when the engine answers.
+func newExecutor(ctx context.Context, kind, root string) (executor.Executor, string, error) {
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, "", err
+	}
+	if kind == "local" {
+		return local.New(root), "local", nil
+	}
+	cli, err := dockerclient.NewClientWithOpts(dockerclient.FromEnv, dockerclient.WithAPIVersionNegotiation())
+	if err == nil {
+		pingCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err = cli.Ping(pingCtx)
+		cancel()
+	}
+	if err != nil {
+		if kind == "docker" {
+			return nil, "", fmt.Errorf("docker executor: engine unreachable: %w", err)
+		}
+		return local.New(root), "local", nil
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, "", err
+	}
+	return docker.New(cli, abs), "docker", nil
+}
+
+func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
+	started := time.Now()
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return err
+	}
+	key, err := secrets.LoadOrCreateKeyFile(filepath.Join(c.DataDir, "secret.key"))
+	if err != nil {
+		return err
+	}
+	box, err := secrets.New(key)
+	if err != nil {
+		return err
+	}
+
+	temporalDir := filepath.Join(c.DataDir, "temporal")
+	mongoDir := filepath.Join(c.DataDir, "mongo")
+	for _, d := range []string{temporalDir, mongoDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+	}
+	tsrv, err := devstack.StartTemporal(ctx, devstack.TemporalOptions{
+		DataDir: temporalDir, Address: c.TemporalAddress, UIAddress: c.UIAddress, Logger: logger,
+	})
+	if err != nil {
+		return fmt.Errorf("start embedded Temporal: %w", err)
+	}
+	defer tsrv.Stop()
+	msrv, err := devstack.StartMongo(ctx, devstack.MongoOptions{DataDir: mongoDir, Address: c.MongoAddress, Logger: logger})
+	if err != nil {
+		return fmt.Errorf("start embedded MongoDB-compatible store: %w", err)
+	}
+	defer msrv.Stop()
+
+	st, tc, err := connect(ctx,
+		temporalFlags{TemporalAddress: tsrv.Address(), TemporalNamespace: tsrv.Namespace(), TaskQueue: c.TaskQueue},
+		mongoFlags{MongoURI: msrv.URI(), MongoDatabase: "cyclone"}, box, logger)
+	if err != nil {
+		return err
+	}
+	defer st.Close(context.Background())
+	defer tc.Close()
+
+	root := c.WorkspaceRoot
+	if root == "" {
+		root = filepath.Join(c.DataDir, "workspaces")
+	}
+	ex, kind, err := newExecutor(ctx, c.Executor, root)
+	if err != nil {
+		return err
+	}
+	workerID := c.WorkerID
+	if workerID == "" {
+		workerID = "dev"
+	}
+	w, err := app.NewWorker(st, tc, ex, app.WorkerConfig{TaskQueue: c.TaskQueue, WorkerID: workerID, MaxConcurrentStages: c.MaxConcurrentStages})
+	if err != nil {
+		return err
+	}
+	if err := w.Start(); err != nil {
+		return err
+	}
+	defer w.Stop()
+
+	e := app.NewAPI(st, tc, c.TaskQueue, logger)
+	return app.Serve(ctx, e, c.Listen, func(addr string) {
+		fmt.Printf(`Cyclone is running (started in %s).
+  API:          http://%s/api/v1
+  Temporal:     %s (namespace %s)
+  Temporal UI:  %s
+  MongoDB URI:  %s
+  Executor:     %s
+  Data dir:     %s
+Press Ctrl-C to stop.
+`, time.Since(started).Round(time.Millisecond), addr, tsrv.Address(), tsrv.Namespace(), orNone(tsrv.UIURL()), msrv.URI(), kind, c.DataDir)
+	})
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(disabled)"
+	}
+	return s
+}

@@ -1,0 +1,132 @@
+// Package app assembles Cyclone's parts (store, Temporal client, API, worker) from
+// configuration. cmd/cyclone uses it for `dev`, `server` and `worker`; the end-to-end
+// tests and benchmarks use it to run the same assembly against embedded services.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
+
+	"github.com/cycloneci/cyclone/activities"
+	"github.com/cycloneci/cyclone/api"
+	"github.com/cycloneci/cyclone/internal/executor"
+	"github.com/cycloneci/cyclone/internal/store"
+	"github.com/cycloneci/cyclone/starter"
+	"github.com/cycloneci/cyclone/worker"
+)
+
+// DialTemporal connects to Temporal, retrying until ctx ends so a server started
+// alongside Temporal does not fail on the first try.
+func DialTemporal(ctx context.Context, address, namespace string, logger *slog.Logger) (client.Client, error) {
+	var lastErr error
+	for {
+		c, err := client.DialContext(ctx, client.Options{
+			HostPort:  address,
+			Namespace: namespace,
+			Logger:    sdklog.NewStructuredLogger(quiet(logger)),
+		})
+		if err == nil {
+			return c, nil
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect to Temporal at %s: %w", address, lastErr)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// quiet keeps the SDK's chatty info logs out of the way.
+func quiet(l *slog.Logger) *slog.Logger {
+	return slog.New(levelFilter{Handler: l.Handler(), min: slog.LevelWarn})
+}
+
+type levelFilter struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (f levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= f.min && f.Handler.Enabled(ctx, l)
+}
+
+func (f levelFilter) WithAttrs(a []slog.Attr) slog.Handler {
+	return levelFilter{Handler: f.Handler.WithAttrs(a), min: f.min}
+}
+
+func (f levelFilter) WithGroup(n string) slog.Handler {
+	return levelFilter{Handler: f.Handler.WithGroup(n), min: f.min}
+}
+
+// NewAPI builds the HTTP API on a store and a Temporal client.
+func NewAPI(st *store.Store, tc client.Client, taskQueue string, logger *slog.Logger) *echo.Echo {
+	runs := starter.New(tc)
+	runs.TaskQueue = taskQueue
+	return api.New(api.Config{
+		Store:  st,
+		Runs:   runs,
+		Logger: logger,
+		Checks: map[string]func(context.Context) error{
+			"mongodb": st.Ping,
+			"temporal": func(ctx context.Context) error {
+				_, err := tc.CheckHealth(ctx, &client.CheckHealthRequest{})
+				return err
+			},
+		},
+	})
+}
+
+// WorkerConfig configures a worker.
+type WorkerConfig struct {
+	TaskQueue           string
+	WorkerID            string
+	MaxConcurrentStages int
+}
+
+// NewWorker builds a worker running records on ex.
+func NewWorker(st *store.Store, tc client.Client, ex executor.Executor, cfg WorkerConfig) (*worker.Worker, error) {
+	acts := &activities.Activities{Store: st, Executor: ex}
+	return worker.New(worker.Options{
+		Client:              tc,
+		TaskQueue:           cfg.TaskQueue,
+		WorkerID:            cfg.WorkerID,
+		Activities:          acts,
+		MaxConcurrentStages: cfg.MaxConcurrentStages,
+	})
+}
+
+// Serve serves h on listen until ctx ends, then shuts down gracefully. ready, when not
+// nil, receives the bound address once the listener is open.
+func Serve(ctx context.Context, h http.Handler, listen string, ready func(addr string)) error {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", listen, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

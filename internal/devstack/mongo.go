@@ -1,0 +1,102 @@
+package devstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+)
+
+// MongoOptions configure StartMongo.
+type MongoOptions struct {
+	// DataDir holds FerretDB's SQLite files (one per database). Required:
+	// FerretDB's SQLite backend has no in-memory mode, so tests pass
+	// t.TempDir().
+	DataDir string
+	// Address is the TCP host:port to listen on; "" or port 0 picks a free
+	// port on 127.0.0.1.
+	Address string
+	// Logger receives FerretDB's log records; nil means slog.Default().
+	Logger *slog.Logger
+	// LogLevel is the minimum level forwarded to Logger; nil means Warn,
+	// since FerretDB logs every connection at Info.
+	LogLevel slog.Leveler
+}
+
+// Mongo is a running embedded FerretDB speaking the MongoDB wire protocol.
+type Mongo struct {
+	uri      string
+	cancel   context.CancelFunc
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+// StartMongo starts FerretDB with its SQLite backend in opts.DataDir. It
+// returns once the listener is bound, so URI is immediately usable. ctx only
+// bounds startup; use Stop to shut down.
+func StartMongo(ctx context.Context, opts MongoOptions) (*Mongo, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if opts.DataDir == "" {
+		return nil, errors.New("mongo: DataDir is required")
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("mongo data dir: %w", err)
+	}
+	dir, err := filepath.Abs(opts.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("mongo data dir: %w", err)
+	}
+	host, port, err := splitAddress(opts.Address)
+	if err != nil {
+		return nil, fmt.Errorf("mongo: %w", err)
+	}
+
+	// FerretDB insists on a file: URI naming an existing directory with a
+	// trailing slash; url.URL takes care of escaping odd path characters.
+	sqliteURL := (&url.URL{Scheme: "file", Path: dir + "/", OmitHost: true}).String()
+
+	f, err := ferretdb.New(&ferretdb.Config{
+		Listener: ferretdb.ListenerConfig{
+			// FerretDB binds in New, so port 0 needs no free-port dance.
+			TCP: net.JoinHostPort(host, strconv.Itoa(port)),
+		},
+		Logger:    quietLogger(opts.Logger, opts.LogLevel, "ferretdb"),
+		Handler:   "sqlite",
+		SQLiteURL: sqliteURL,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start ferretdb: %w", err)
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	m := &Mongo{uri: f.MongoDBURI(), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(m.done)
+		_ = f.Run(runCtx)
+	}()
+	return m, nil
+}
+
+// URI is the mongodb:// connection string for the MongoDB driver.
+func (m *Mongo) URI() string { return m.uri }
+
+// Stop shuts FerretDB down and waits until its SQLite files are closed, so
+// the same DataDir can be reopened right away. Clients still connected get a
+// few seconds' grace before being cut off, so disconnect them first for a
+// quick stop. Safe to call more than once.
+func (m *Mongo) Stop() {
+	m.stopOnce.Do(func() {
+		m.cancel()
+		<-m.done
+	})
+}

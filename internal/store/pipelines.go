@@ -1,0 +1,131 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/google/uuid"
+	"go.mongodb.org/mongo-driver/bson"
+
+	"github.com/cycloneci/cyclone/internal/model"
+)
+
+var pipelineFilterFields = map[string]string{"name": "name", "alias": "alias", "owner": "owner"}
+
+func codeSources(p *model.Pipeline) []model.CodeSource {
+	if p == nil || p.Build == nil || p.Build.Stages == nil || p.Build.Stages.CodeCheckout == nil {
+		return nil
+	}
+	return p.Build.Stages.CodeCheckout.CodeSources
+}
+
+// sealPipeline seals code source passwords; an empty one keeps the old value of the
+// source at the same position with the same URL.
+func (s *Store) sealPipeline(p, old *model.Pipeline) error {
+	oldSources := codeSources(old)
+	for i, src := range codeSources(p) {
+		o := src.OtherCodeSource
+		if o == nil {
+			continue
+		}
+		var keep []byte
+		if i < len(oldSources) && oldSources[i].OtherCodeSource != nil && oldSources[i].URL() == o.URL {
+			keep = oldSources[i].OtherCodeSource.SealedPassword
+		}
+		sealed, err := s.seal(o.Password, codeSourceAD(p.ID, i), keep)
+		if err != nil {
+			return err
+		}
+		o.SealedPassword = sealed
+	}
+	return nil
+}
+
+func codeSourceAD(pipelineID string, i int) string {
+	return fmt.Sprintf("pipelines/%s/codeSources[%d].password", pipelineID, i)
+}
+
+// CreatePipeline inserts p into its project. A taken name is ErrConflict.
+func (s *Store) CreatePipeline(ctx context.Context, p *model.Pipeline) error {
+	p.ID = uuid.NewString()
+	p.CreationTime = now()
+	p.LastUpdateTime = p.CreationTime
+	if err := s.sealPipeline(p, nil); err != nil {
+		return err
+	}
+	_, err := s.pipelines.InsertOne(ctx, p)
+	return writeErr(err)
+}
+
+// GetPipeline returns the pipeline called name in a project.
+func (s *Store) GetPipeline(ctx context.Context, projectID, name string) (*model.Pipeline, error) {
+	return findOne[model.Pipeline](ctx, s.pipelines, bson.D{{Key: "projectID", Value: projectID}, {Key: "name", Value: name}})
+}
+
+// GetPipelineByID returns the pipeline with the given ID.
+func (s *Store) GetPipelineByID(ctx context.Context, id string) (*model.Pipeline, error) {
+	return findOne[model.Pipeline](ctx, s.pipelines, bson.D{{Key: "_id", Value: id}})
+}
+
+// ListPipelines lists a project's pipelines by name.
+func (s *Store) ListPipelines(ctx context.Context, projectID string, o ListOptions) ([]*model.Pipeline, int64, error) {
+	filter, err := buildFilter(bson.D{{Key: "projectID", Value: projectID}}, o.Filter, pipelineFilterFields)
+	if err != nil {
+		return nil, 0, err
+	}
+	return list[model.Pipeline](ctx, s.pipelines, filter, bson.D{{Key: "name", Value: 1}}, o)
+}
+
+// UpdatePipeline replaces the pipeline called name in a project with p.
+func (s *Store) UpdatePipeline(ctx context.Context, projectID, name string, p *model.Pipeline) error {
+	old, err := s.GetPipeline(ctx, projectID, name)
+	if err != nil {
+		return err
+	}
+	p.ID, p.ProjectID, p.CreationTime = old.ID, old.ProjectID, old.CreationTime
+	p.LastUpdateTime = now()
+	if err := s.sealPipeline(p, old); err != nil {
+		return err
+	}
+	res, err := s.pipelines.ReplaceOne(ctx, bson.D{{Key: "_id", Value: old.ID}}, p)
+	if err != nil {
+		return writeErr(err)
+	}
+	if res.MatchedCount == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// DeletePipeline deletes a pipeline and its records.
+func (s *Store) DeletePipeline(ctx context.Context, id string) error {
+	if _, err := s.records.DeleteMany(ctx, bson.D{{Key: "pipelineID", Value: id}}); err != nil {
+		return err
+	}
+	res, err := s.pipelines.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}})
+	if err != nil {
+		return err
+	}
+	if res.DeletedCount == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// CodeSourcePasswords opens the passwords of a pipeline's code sources, by index.
+func (s *Store) CodeSourcePasswords(p *model.Pipeline) (map[int]string, error) {
+	out := map[int]string{}
+	for i, src := range codeSources(p) {
+		if src.OtherCodeSource == nil {
+			continue
+		}
+		pw, err := s.open(src.OtherCodeSource.SealedPassword, codeSourceAD(p.ID, i))
+		if err != nil {
+			return nil, err
+		}
+		if pw != "" {
+			out[i] = pw
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,177 @@
+package store
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+	"go.mongodb.org/mongo-driver/bson"
+
+	"github.com/cycloneci/cyclone/internal/model"
+)
+
+var projectFilterFields = map[string]string{
+	"name": "name", "alias": "alias", "owner": "owner", "scm.type": "scm.type",
+}
+
+// Credentials are a project's secrets in plaintext, for the activities that need them.
+type Credentials struct {
+	SCMUsername      string
+	SCMPassword      string
+	SCMToken         string
+	RegistryUsername string
+	RegistryPassword string
+}
+
+// Secrets lists every non-empty secret, for masking.
+func (c *Credentials) Secrets() []string {
+	var out []string
+	for _, s := range []string{c.SCMPassword, c.SCMToken, c.RegistryPassword} {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// sealProject seals the plaintext secrets of p into its Sealed fields. An empty
+// plaintext keeps what old had sealed: clients never see secrets, so an update that
+// omits one means "unchanged".
+func (s *Store) sealProject(p, old *model.Project) error {
+	ad := "projects/" + p.ID + "/"
+	if p.SCM != nil {
+		var oldPass, oldTok []byte
+		if old != nil && old.SCM != nil {
+			oldPass, oldTok = old.SCM.SealedPassword, old.SCM.SealedToken
+		}
+		var err error
+		if p.SCM.SealedPassword, err = s.seal(p.SCM.Password, ad+"scm.password", oldPass); err != nil {
+			return err
+		}
+		if p.SCM.SealedToken, err = s.seal(p.SCM.Token, ad+"scm.token", oldTok); err != nil {
+			return err
+		}
+	}
+	if p.Registry != nil {
+		var oldPass []byte
+		if old != nil && old.Registry != nil {
+			oldPass = old.Registry.SealedPassword
+		}
+		var err error
+		if p.Registry.SealedPassword, err = s.seal(p.Registry.Password, ad+"registry.password", oldPass); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) seal(plain, ad string, keep []byte) ([]byte, error) {
+	if plain == "" {
+		return keep, nil
+	}
+	return s.box.Seal(plain, ad)
+}
+
+func (s *Store) open(sealed []byte, ad string) (string, error) {
+	if len(sealed) == 0 {
+		return "", nil
+	}
+	return s.box.Open(sealed, ad)
+}
+
+// CreateProject inserts p, assigning its ID and times. A taken name is ErrConflict.
+func (s *Store) CreateProject(ctx context.Context, p *model.Project) error {
+	p.ID = uuid.NewString()
+	p.CreationTime = now()
+	p.LastUpdateTime = p.CreationTime
+	if err := s.sealProject(p, nil); err != nil {
+		return err
+	}
+	_, err := s.projects.InsertOne(ctx, p)
+	return writeErr(err)
+}
+
+// GetProject returns the project with the given name.
+func (s *Store) GetProject(ctx context.Context, name string) (*model.Project, error) {
+	return findOne[model.Project](ctx, s.projects, bson.D{{Key: "name", Value: name}})
+}
+
+// GetProjectByID returns the project with the given ID.
+func (s *Store) GetProjectByID(ctx context.Context, id string) (*model.Project, error) {
+	return findOne[model.Project](ctx, s.projects, bson.D{{Key: "_id", Value: id}})
+}
+
+// ListProjects lists projects by name.
+func (s *Store) ListProjects(ctx context.Context, o ListOptions) ([]*model.Project, int64, error) {
+	filter, err := buildFilter(bson.D{}, o.Filter, projectFilterFields)
+	if err != nil {
+		return nil, 0, err
+	}
+	return list[model.Project](ctx, s.projects, filter, bson.D{{Key: "name", Value: 1}}, o)
+}
+
+// UpdateProject replaces the project called name with p, keeping its ID, creation
+// time and any secret p leaves empty. p may rename the project.
+func (s *Store) UpdateProject(ctx context.Context, name string, p *model.Project) error {
+	old, err := s.GetProject(ctx, name)
+	if err != nil {
+		return err
+	}
+	p.ID = old.ID
+	p.CreationTime = old.CreationTime
+	p.LastUpdateTime = now()
+	if err := s.sealProject(p, old); err != nil {
+		return err
+	}
+	res, err := s.projects.ReplaceOne(ctx, bson.D{{Key: "_id", Value: old.ID}}, p)
+	if err != nil {
+		return writeErr(err)
+	}
+	if res.MatchedCount == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// DeleteProject deletes a project with its pipelines and records.
+func (s *Store) DeleteProject(ctx context.Context, id string) error {
+	if _, err := s.records.DeleteMany(ctx, bson.D{{Key: "projectID", Value: id}}); err != nil {
+		return err
+	}
+	if _, err := s.pipelines.DeleteMany(ctx, bson.D{{Key: "projectID", Value: id}}); err != nil {
+		return err
+	}
+	res, err := s.projects.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}})
+	if err != nil {
+		return err
+	}
+	if res.DeletedCount == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// ProjectCredentials opens the project's sealed secrets.
+func (s *Store) ProjectCredentials(ctx context.Context, projectID string) (*Credentials, error) {
+	p, err := s.GetProjectByID(ctx, projectID)
+	if err != nil {
+		return nil, err
+	}
+	ad := "projects/" + p.ID + "/"
+	c := &Credentials{}
+	if p.SCM != nil {
+		c.SCMUsername = p.SCM.Username
+		if c.SCMPassword, err = s.open(p.SCM.SealedPassword, ad+"scm.password"); err != nil {
+			return nil, err
+		}
+		if c.SCMToken, err = s.open(p.SCM.SealedToken, ad+"scm.token"); err != nil {
+			return nil, err
+		}
+	}
+	if p.Registry != nil {
+		c.RegistryUsername = p.Registry.Username
+		if c.RegistryPassword, err = s.open(p.Registry.SealedPassword, ad+"registry.password"); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}

@@ -1,0 +1,175 @@
+// Package store keeps what users manage (projects, pipelines) and the projection of
+// every run (pipeline records) in MongoDB, through the official mongo-driver.
+//
+// It uses only what MongoDB and the embedded FerretDB both support: CRUD, indexes,
+// findAndModify and simple aggregation. Secrets are sealed with a secrets.Box before
+// they are written, bound to the document ID and field.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+	"go.mongodb.org/mongo-driver/mongo/readpref"
+	"go.mongodb.org/mongo-driver/x/mongo/driver/topology"
+
+	"github.com/cycloneci/cyclone/internal/secrets"
+)
+
+var (
+	// ErrNotFound means the addressed document does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict means a unique key (e.g. a name) is already taken.
+	ErrConflict = errors.New("already exists")
+)
+
+// Store is the MongoDB-backed store.
+type Store struct {
+	client    *mongo.Client
+	db        *mongo.Database
+	box       *secrets.Box
+	projects  *mongo.Collection
+	pipelines *mongo.Collection
+	records   *mongo.Collection
+}
+
+// Open connects to MongoDB at uri, uses database dbName and makes sure the indexes
+// exist. It returns when MongoDB answered a ping or ctx ends.
+func Open(ctx context.Context, uri, dbName string, box *secrets.Box) (*Store, error) {
+	opts := options.Client().ApplyURI(uri).
+		SetServerSelectionTimeout(5 * time.Second).
+		SetConnectTimeout(5 * time.Second)
+	client, err := mongo.Connect(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("connect to MongoDB: %w", err)
+	}
+	s := &Store{client: client, db: client.Database(dbName), box: box}
+	s.projects = s.db.Collection("projects")
+	s.pipelines = s.db.Collection("pipelines")
+	s.records = s.db.Collection("records")
+	if err := s.Ping(ctx); err != nil {
+		_ = client.Disconnect(context.Background())
+		return nil, err
+	}
+	if err := s.ensureIndexes(ctx); err != nil {
+		_ = client.Disconnect(context.Background())
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close disconnects from MongoDB.
+func (s *Store) Close(ctx context.Context) error { return s.client.Disconnect(ctx) }
+
+// Ping checks that MongoDB answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.client.Ping(ctx, readpref.Primary()); err != nil {
+		return fmt.Errorf("ping MongoDB: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) ensureIndexes(ctx context.Context) error {
+	unique := options.Index().SetUnique(true)
+	specs := []struct {
+		coll  *mongo.Collection
+		model mongo.IndexModel
+	}{
+		{s.projects, mongo.IndexModel{Keys: bson.D{{Key: "name", Value: 1}}, Options: unique}},
+		{s.pipelines, mongo.IndexModel{Keys: bson.D{{Key: "projectID", Value: 1}, {Key: "name", Value: 1}}, Options: unique}},
+		{s.records, mongo.IndexModel{Keys: bson.D{{Key: "pipelineID", Value: 1}, {Key: "startTime", Value: -1}}}},
+		{s.records, mongo.IndexModel{Keys: bson.D{{Key: "pipelineID", Value: 1}, {Key: "status", Value: 1}, {Key: "startTime", Value: -1}}}},
+		{s.records, mongo.IndexModel{Keys: bson.D{{Key: "projectID", Value: 1}}}},
+		{s.records, mongo.IndexModel{Keys: bson.D{{Key: "status", Value: 1}}}},
+	}
+	for _, spec := range specs {
+		if _, err := spec.coll.Indexes().CreateOne(ctx, spec.model); err != nil {
+			return fmt.Errorf("create index on %s: %w", spec.coll.Name(), err)
+		}
+	}
+	return nil
+}
+
+// ListOptions page and filter a list.
+type ListOptions struct {
+	Start  int64
+	Limit  int64
+	Filter map[string]string // exact matches; keys are checked against a whitelist
+}
+
+// FilterError names a filter key that is not allowed.
+type FilterError struct{ Key string }
+
+func (e *FilterError) Error() string { return fmt.Sprintf("cannot filter on %q", e.Key) }
+
+// buildFilter turns the user's exact-match filter into a query, refusing keys outside
+// the whitelist. Values are compared literally: never as a regex or operator.
+func buildFilter(base bson.D, f map[string]string, allowed map[string]string) (bson.D, error) {
+	for k, v := range f {
+		field, ok := allowed[k]
+		if !ok {
+			return nil, &FilterError{Key: k}
+		}
+		base = append(base, bson.E{Key: field, Value: bson.D{{Key: "$eq", Value: v}}})
+	}
+	return base, nil
+}
+
+// list runs a paged, filtered find and decodes into a slice of T.
+func list[T any](ctx context.Context, coll *mongo.Collection, filter bson.D, sort bson.D, o ListOptions) ([]*T, int64, error) {
+	total, err := coll.CountDocuments(ctx, filter)
+	if err != nil {
+		return nil, 0, err
+	}
+	fo := options.Find().SetSort(sort).SetSkip(o.Start)
+	if o.Limit > 0 {
+		fo.SetLimit(o.Limit)
+	}
+	cur, err := coll.Find(ctx, filter, fo)
+	if err != nil {
+		return nil, 0, err
+	}
+	items := []*T{}
+	if err := cur.All(ctx, &items); err != nil {
+		return nil, 0, err
+	}
+	return items, total, nil
+}
+
+// findOne decodes one document or returns ErrNotFound.
+func findOne[T any](ctx context.Context, coll *mongo.Collection, filter bson.D) (*T, error) {
+	var v T
+	err := coll.FindOne(ctx, filter).Decode(&v)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// writeErr maps driver errors to the store's sentinel errors.
+func writeErr(err error) error {
+	if mongo.IsDuplicateKeyError(err) {
+		return fmt.Errorf("%w: %v", ErrConflict, err)
+	}
+	return err
+}
+
+// now is the store's clock, truncated to what BSON dates keep.
+func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
+
+// IsUnavailable reports whether err means MongoDB could not be reached (as opposed
+// to a bad query), so the caller can answer 503 and the client retry.
+func IsUnavailable(err error) bool {
+	var sel topology.ServerSelectionError
+	return mongo.IsNetworkError(err) || mongo.IsTimeout(err) ||
+		errors.As(err, &sel) || errors.Is(err, mongo.ErrClientDisconnected) ||
+		errors.Is(err, topology.ErrServerSelectionTimeout)
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the tests need and fails loudly when a required part is missing.
+# Tests never skip: a missing program or an unreachable Docker engine stops here.
+set -euo pipefail
+
+need=()
+command -v git >/dev/null 2>&1 || need+=(git)
+[ -x /bin/busybox ] || need+=(busybox-static)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "test-deps: installing ${need[*]} from Debian packages"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+missing=0
+command -v git >/dev/null 2>&1 || { echo "test-deps: git is required" >&2; missing=1; }
+[ -x /bin/busybox ] || { echo "test-deps: /bin/busybox (busybox-static) is required" >&2; missing=1; }
+if ! docker info >/dev/null 2>&1; then
+  echo "test-deps: the Docker engine is required (is the daemon running and /var/run/docker.sock reachable?)" >&2
+  missing=1
+fi
+exit $missing

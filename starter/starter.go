@@ -1,0 +1,113 @@
+// Package starter is the Temporal client side of Cyclone: it starts a record's
+// workflow (workflow ID = record ID) and cancels it. The API and the webhook handlers
+// use it; they never talk to Temporal directly.
+package starter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/cycloneci/cyclone/activities"
+	"github.com/cycloneci/cyclone/internal/model"
+	"github.com/cycloneci/cyclone/workflows"
+)
+
+// DefaultTaskQueue is the task queue record workflows run on.
+const DefaultTaskQueue = "cyclone"
+
+// Search attributes set on every record workflow (Keyword), so operators can filter
+// runs in the Web UI and with `temporal workflow list --query`.
+var (
+	AttrProject  = temporal.NewSearchAttributeKeyKeyword("CycloneProject")
+	AttrPipeline = temporal.NewSearchAttributeKeyKeyword("CyclonePipeline")
+	AttrRecord   = temporal.NewSearchAttributeKeyKeyword("CycloneRecord")
+	AttrTrigger  = temporal.NewSearchAttributeKeyKeyword("CycloneTrigger")
+)
+
+// Starter starts and cancels record workflows.
+type Starter struct {
+	Client    client.Client
+	TaskQueue string
+	// SearchAttributes turns the Cyclone search attributes on; they must be registered
+	// in the namespace first.
+	SearchAttributes bool
+}
+
+// New returns a Starter on the default task queue.
+func New(c client.Client) *Starter {
+	return &Starter{Client: c, TaskQueue: DefaultTaskQueue, SearchAttributes: true}
+}
+
+// Input builds the workflow input for a record of a pipeline.
+func Input(rec *model.Record, project *model.Project, p *model.Pipeline) activities.RecordInput {
+	return activities.RecordInput{
+		RecordID:     rec.ID,
+		ProjectID:    project.ID,
+		PipelineID:   p.ID,
+		Project:      project.Name,
+		Pipeline:     p.Name,
+		Trigger:      rec.Trigger,
+		Params:       *rec.PerformParams,
+		Stages:       orderedStages(rec.PerformParams.Stages, p.Build.Stages),
+		Build:        p.Build,
+		StageTimeout: p.StageTimeout(),
+		StartTime:    rec.StartTime,
+	}
+}
+
+// orderedStages keeps the selected stages that are configured, in Cyclone order.
+func orderedStages(selected []string, configured *model.Stages) []string {
+	want := map[string]bool{}
+	for _, s := range selected {
+		want[s] = true
+	}
+	var out []string
+	for _, s := range configured.Configured() {
+		if len(selected) == 0 || want[s] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Start starts the record's workflow and returns its run ID.
+func (s *Starter) Start(ctx context.Context, rec *model.Record, project *model.Project, p *model.Pipeline) (string, error) {
+	opts := client.StartWorkflowOptions{
+		ID:                    rec.ID,
+		TaskQueue:             s.TaskQueue,
+		WorkflowIDReusePolicy: 0,
+		EnableEagerStart:      true,
+		Memo: map[string]any{
+			"recordURL": fmt.Sprintf("/api/v1/projects/%s/pipelines/%s/records/%s", project.Name, p.Name, rec.ID),
+		},
+	}
+	if s.SearchAttributes {
+		opts.TypedSearchAttributes = temporal.NewSearchAttributes(
+			AttrProject.ValueSet(project.Name),
+			AttrPipeline.ValueSet(p.Name),
+			AttrRecord.ValueSet(rec.ID),
+			AttrTrigger.ValueSet(rec.Trigger),
+		)
+	}
+	run, err := s.Client.ExecuteWorkflow(ctx, opts, workflows.RecordWorkflowName, Input(rec, project, p))
+	if err != nil {
+		return "", fmt.Errorf("start workflow: %w", err)
+	}
+	return run.GetRunID(), nil
+}
+
+// Cancel requests cancellation of a record's workflow. A workflow that already
+// finished or does not exist is not an error.
+func (s *Starter) Cancel(ctx context.Context, recordID string) error {
+	err := s.Client.CancelWorkflow(ctx, recordID, "")
+	var notFound *serviceerror.NotFound
+	if errors.As(err, &notFound) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,135 @@
+// Package workflows holds the PipelineRecord workflow: which stages run, in which
+// order, what a failure or a cancellation does, and the cleanup that always happens.
+//
+// Workflow code here is deterministic: no I/O, no wall clock, no map iteration for
+// order. Everything that touches the world is an activity in package activities.
+package workflows
+
+import (
+	"errors"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/cycloneci/cyclone/activities"
+	"github.com/cycloneci/cyclone/internal/model"
+)
+
+// RecordWorkflowName is the registered name of the PipelineRecord workflow.
+const RecordWorkflowName = "PipelineRecord"
+
+// Timeouts of the engine's own work around the stages.
+const (
+	projectionTimeout = 30 * time.Second
+	// projectionRetryWindow keeps a record's projection write retrying through a
+	// MongoDB outage instead of losing it.
+	projectionRetryWindow = 24 * time.Hour
+	setupTimeout          = 10 * time.Minute
+	heartbeatTimeout      = 20 * time.Second
+	// workerPickupTimeout bounds how long a stage waits for the record's worker; a
+	// worker that never comes back fails the record instead of leaving it Running.
+	workerPickupTimeout = 10 * time.Minute
+)
+
+// PipelineRecord runs one pipeline record. The workflow ID is the record ID.
+func PipelineRecord(ctx workflow.Context, in activities.RecordInput) error {
+	var a *activities.Activities
+	info := workflow.GetInfo(ctx)
+
+	projection := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout:    projectionTimeout,
+		ScheduleToCloseTimeout: projectionRetryWindow,
+		RetryPolicy:            &temporal.RetryPolicy{InitialInterval: 200 * time.Millisecond, MaximumInterval: 30 * time.Second},
+	})
+	if err := workflow.ExecuteLocalActivity(projection, a.RecordStarted, in.RecordID, info.WorkflowExecution.RunID).Get(ctx, nil); err != nil {
+		return err
+	}
+
+	status, message := runStages(ctx, in)
+
+	// Whatever happened, record the outcome, even when the workflow was cancelled.
+	finishCtx, _ := workflow.NewDisconnectedContext(projection)
+	if err := workflow.ExecuteLocalActivity(finishCtx, a.FinishRecord, in.RecordID, status, message, in.Params.Name == "").Get(finishCtx, nil); err != nil {
+		return err
+	}
+	switch status {
+	case model.StatusAborted:
+		return temporal.NewCanceledError("record aborted")
+	case model.StatusFailed:
+		return temporal.NewNonRetryableApplicationError(message, "RecordFailed", nil)
+	}
+	return nil
+}
+
+// runStages sets up the record's environment, runs the stages and tears the
+// environment down. It returns the record's final status and error message.
+func runStages(ctx workflow.Context, in activities.RecordInput) (status, message string) {
+	var a *activities.Activities
+	setupCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: setupTimeout,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 5},
+	})
+	var env activities.Environment
+	if err := workflow.ExecuteActivity(setupCtx, a.SetupEnvironment, in.ExecutorRecord()).Get(ctx, &env); err != nil {
+		if isCancel(ctx, err) {
+			return model.StatusAborted, ""
+		}
+		return model.StatusFailed, "set up the record's environment: " + errMessage(err)
+	}
+
+	// Every stage of the record runs on the worker holding its workspace.
+	stageCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:              env.TaskQueue,
+		StartToCloseTimeout:    in.StageTimeout,
+		ScheduleToStartTimeout: workerPickupTimeout,
+		HeartbeatTimeout:       heartbeatTimeout,
+		WaitForCancellation:    true,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        time.Second,
+			MaximumAttempts:        3,
+			NonRetryableErrorTypes: []string{activities.ErrTypeStepFailed, activities.ErrTypeNotImplemented},
+		},
+	})
+	defer func() {
+		teardownCtx, _ := workflow.NewDisconnectedContext(stageCtx)
+		teardownCtx = workflow.WithHeartbeatTimeout(teardownCtx, 0)
+		teardownCtx = workflow.WithStartToCloseTimeout(teardownCtx, setupTimeout)
+		_ = workflow.ExecuteActivity(teardownCtx, a.TeardownEnvironment, env.Env).Get(teardownCtx, nil)
+	}()
+
+	status = model.StatusSuccess
+	for _, stage := range in.Stages {
+		input := activities.StageInput{Record: in, Env: env.Env, Stage: stage}
+		err := workflow.ExecuteActivity(stageCtx, a.RunStage, input).Get(ctx, nil)
+		switch {
+		case err == nil:
+			continue
+		case isCancel(ctx, err):
+			return model.StatusAborted, ""
+		case in.Build.Stages.AllowFailure(stage):
+			workflow.GetLogger(ctx).Info("stage failed, allowed to fail", "stage", stage)
+			continue
+		default:
+			return model.StatusFailed, stage + ": " + errMessage(err)
+		}
+	}
+	return status, ""
+}
+
+func isCancel(ctx workflow.Context, err error) bool {
+	return temporal.IsCanceledError(err) || errors.Is(ctx.Err(), workflow.ErrCanceled)
+}
+
+// errMessage digs the user-facing message out of an activity error chain.
+func errMessage(err error) string {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return appErr.Message()
+	}
+	var timeoutErr *temporal.TimeoutError
+	if errors.As(err, &timeoutErr) {
+		return "timed out (" + timeoutErr.TimeoutType().String() + ")"
+	}
+	return err.Error()
+}
