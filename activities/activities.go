@@ -159,6 +159,10 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 	switch {
 	case runErr == nil:
 		update.Status = model.StatusSuccess
+	case workerStopping(ctx):
+		// The worker is shutting down, the record is not aborted: the stage stays
+		// Running and is retried when the worker (or its replacement) is back.
+		return temporal.NewApplicationError("worker stopped during the stage", "WorkerStopped")
 	case ctx.Err() != nil:
 		update.Status = model.StatusAborted
 	case temporal.IsApplicationError(runErr) && !isRetryable(runErr):
@@ -204,6 +208,15 @@ func (a *Activities) runStage(ctx context.Context, in StageInput, log io.Writer)
 	msg := fmt.Sprintf("stage %s is not implemented yet", in.Stage)
 	fmt.Fprintln(log, msg)
 	return stageOutcome{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeNotImplemented, nil)
+}
+
+func workerStopping(ctx context.Context) bool {
+	select {
+	case <-activity.GetWorkerStopChannel(ctx):
+		return true
+	default:
+		return false
+	}
 }
 
 func stageTitle(stage string) string {

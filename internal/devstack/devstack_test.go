@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -68,10 +69,12 @@ func startTemporal(t *testing.T, opts devstack.TemporalOptions) *devstack.Tempor
 }
 
 // dialWithWorker connects to srv and runs a worker for the test workflow
-// until the test ends.
-func dialWithWorker(t *testing.T, srv *devstack.Temporal) client.Client {
+// until stop is called or the test ends. Stopping the worker before the
+// server keeps its shutdown from failing against a dead frontend.
+func dialWithWorker(t *testing.T, srv *devstack.Temporal) (c client.Client, stop func()) {
 	t.Helper()
-	c, err := client.Dial(client.Options{
+	var err error
+	c, err = client.Dial(client.Options{
 		HostPort:  srv.Address(),
 		Namespace: srv.Namespace(),
 		Logger:    sdklog.NewStructuredLogger(quiet),
@@ -85,12 +88,13 @@ func dialWithWorker(t *testing.T, srv *devstack.Temporal) client.Client {
 	if err := w.Start(); err != nil {
 		t.Fatalf("worker start: %v", err)
 	}
-	// Registered after srv.Stop, so it runs first.
-	t.Cleanup(func() {
+	stop = sync.OnceFunc(func() {
 		w.Stop()
 		c.Close()
 	})
-	return c
+	// Registered after srv.Stop, so it runs first.
+	t.Cleanup(stop)
+	return c, stop
 }
 
 func startWorkflow(t *testing.T, c client.Client, id, name string, wait bool) client.WorkflowRun {
@@ -127,7 +131,7 @@ func TestTemporalFileModeSurvivesRestart(t *testing.T) {
 
 	// First life: one finished workflow, one left waiting for a signal.
 	srv1 := startTemporal(t, opts)
-	c1 := dialWithWorker(t, srv1)
+	c1, stopWorker1 := dialWithWorker(t, srv1)
 	start := time.Now()
 	wantResult(t, startWorkflow(t, c1, "done", "first", false), "hello first")
 	t.Logf("first workflow took %v", time.Since(start).Round(time.Millisecond))
@@ -141,6 +145,12 @@ func TestTemporalFileModeSurvivesRestart(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("remove search attribute: %v", err)
 	}
+	if resp, err := c1.OperatorService().ListSearchAttributes(t.Context(), &operatorservice.ListSearchAttributesRequest{Namespace: srv1.Namespace()}); err != nil {
+		t.Fatalf("list search attributes: %v", err)
+	} else if _, ok := resp.GetCustomAttributes()["CycloneTrigger"]; ok {
+		t.Fatal("CycloneTrigger still present after removal; the restart check below would prove nothing")
+	}
+	stopWorker1()
 	srv1.Stop()
 	srv1.Stop() // must be harmless
 
@@ -163,7 +173,7 @@ func TestTemporalFileModeSurvivesRestart(t *testing.T) {
 
 	// Second life on the same directory (and a different port).
 	srv2 := startTemporal(t, opts)
-	c2 := dialWithWorker(t, srv2)
+	c2, _ := dialWithWorker(t, srv2)
 
 	desc, err := c2.DescribeWorkflowExecution(t.Context(), "done", "")
 	if err != nil {
@@ -192,7 +202,7 @@ func TestTemporalFileModeSurvivesRestart(t *testing.T) {
 
 func TestTemporalMemoryModeWithUI(t *testing.T) {
 	srv := startTemporal(t, devstack.TemporalOptions{UIAddress: "127.0.0.1:0"})
-	c := dialWithWorker(t, srv)
+	c, stopWorker := dialWithWorker(t, srv)
 	wantResult(t, startWorkflow(t, c, "mem", "memory", false), "hello memory")
 
 	if srv.UIURL() == "" {
@@ -208,6 +218,7 @@ func TestTemporalMemoryModeWithUI(t *testing.T) {
 		t.Fatalf("GET %s: %s, body starts %.100q", srv.UIURL(), resp.Status, body)
 	}
 
+	stopWorker()
 	srv.Stop()
 	if _, err := http.Get(srv.UIURL() + "/"); err == nil {
 		t.Error("UI still serving after Stop")

@@ -3,6 +3,7 @@ package devstack
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 
 	"go.temporal.io/server/common/log"
 	"go.temporal.io/server/common/log/tag"
@@ -34,16 +35,41 @@ func (h levelHandler) WithGroup(name string) slog.Handler {
 	return levelHandler{min: h.min, inner: h.inner.WithGroup(name)}
 }
 
-// quietLogger returns base (or slog.Default) filtered to min, which defaults
-// to Warn.
+// quietLogger returns base (or slog.Default) filtered to min.
 func quietLogger(base *slog.Logger, min slog.Leveler, component string) *slog.Logger {
 	if base == nil {
 		base = slog.Default()
 	}
-	if min == nil {
-		min = slog.LevelWarn
-	}
 	return slog.New(levelHandler{min: min, inner: base.Handler()}).With("component", component)
+}
+
+// shutdownLevel is a minimum level that rises to Error while the server is
+// being stopped and silences it once stopped. Stopping Temporal makes its
+// internal workers and RPC clients log a burst of "connection refused" and
+// "graceful_stop" warnings, and some of its goroutines keep retrying (and
+// logging) for a while after Stop returns; none of that is actionable, and
+// it would bury the last useful lines of `cyclone dev` output or of a
+// failing test.
+type shutdownLevel struct {
+	base  slog.Leveler
+	state atomic.Int32 // running, stopping or stopped
+}
+
+const (
+	running int32 = iota
+	stopping
+	stopped
+)
+
+func (l *shutdownLevel) Level() slog.Level {
+	switch l.state.Load() {
+	case stopping:
+		return max(l.base.Level(), slog.LevelError)
+	case stopped:
+		return slog.LevelError + 100
+	default:
+		return l.base.Level()
+	}
 }
 
 // temporalLogger adapts slog to Temporal's log.Logger, which the server

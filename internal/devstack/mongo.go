@@ -26,8 +26,11 @@ type MongoOptions struct {
 	Address string
 	// Logger receives FerretDB's log records; nil means slog.Default().
 	Logger *slog.Logger
-	// LogLevel is the minimum level forwarded to Logger; nil means Warn,
-	// since FerretDB logs every connection at Info.
+	// LogLevel is the minimum level forwarded to Logger; nil means Error.
+	// FerretDB logs every connection at Info and dumps every failed
+	// command's full response at Warn, although the client receives and
+	// handles that same error (the Go driver's endSessions on Disconnect,
+	// which FerretDB does not implement, produces one on every shutdown).
 	LogLevel slog.Leveler
 }
 
@@ -61,6 +64,19 @@ func StartMongo(ctx context.Context, opts MongoOptions) (*Mongo, error) {
 		return nil, fmt.Errorf("mongo: %w", err)
 	}
 
+	level := opts.LogLevel
+	if level == nil {
+		level = slog.LevelError
+	}
+
+	// ferretdb.New leaks its open backend when the listener cannot bind,
+	// so a taken fixed port is caught here first.
+	if port != 0 {
+		if err := checkPortFree(host, port); err != nil {
+			return nil, fmt.Errorf("mongo: %w", err)
+		}
+	}
+
 	// FerretDB insists on a file: URI naming an existing directory with a
 	// trailing slash; url.URL takes care of escaping odd path characters.
 	sqliteURL := (&url.URL{Scheme: "file", Path: dir + "/", OmitHost: true}).String()
@@ -70,7 +86,7 @@ func StartMongo(ctx context.Context, opts MongoOptions) (*Mongo, error) {
 			// FerretDB binds in New, so port 0 needs no free-port dance.
 			TCP: net.JoinHostPort(host, strconv.Itoa(port)),
 		},
-		Logger:    quietLogger(opts.Logger, opts.LogLevel, "ferretdb"),
+		Logger:    quietLogger(opts.Logger, level, "ferretdb"),
 		Handler:   "sqlite",
 		SQLiteURL: sqliteURL,
 	})

@@ -44,17 +44,9 @@ func dialHost(host string) string {
 	return host
 }
 
-// resolvePort returns port, or a currently free port on host when it is 0.
-// Temporal and the UI server only accept port numbers, not listeners, so
-// there is an unavoidable window between choosing and binding.
-func resolvePort(host string, port int) (int, error) {
-	if port != 0 {
-		return port, nil
-	}
-	return freePort(host)
-}
-
-// freePort asks the kernel for an ephemeral port on host. On Linux a port
+// freePort asks the kernel for an ephemeral port on host. Temporal and the
+// UI server take port numbers rather than listeners, so there is an
+// unavoidable window between choosing a port and binding it. On Linux a port
 // released by a plain Listen/Close can be handed out again by the very next
 // bind(:0), so with several ports chosen in a row (Temporal needs four) two
 // services could collide. Connecting to the port and closing the server side
@@ -93,4 +85,13 @@ func checkPortFree(host string, port int) error {
 		return err
 	}
 	return l.Close()
+}
+
+// hostForURL brackets IPv6 literals for servers that build their listen
+// address with "%s:%d" instead of net.JoinHostPort.
+func hostForURL(host string) string {
+	if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+		return "[" + host + "]"
+	}
+	return host
 }

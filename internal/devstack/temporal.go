@@ -38,6 +38,16 @@ import (
 // always created so that SDK defaults, the CLI and the Web UI work unchanged.
 const DefaultNamespace = "default"
 
+// Addresses `cyclone dev` listens on unless told otherwise. The Temporal
+// ports are the ones the Temporal CLI's dev server uses, so existing tools
+// and habits (temporal workflow list, http://localhost:8233) just work.
+const (
+	DevTemporalAddress = "127.0.0.1:7233"
+	DevUIAddress       = "127.0.0.1:8233"
+	// Not 27017, so a real MongoDB on the developer's machine is left alone.
+	DevMongoAddress = "127.0.0.1:27018"
+)
+
 // DBFileName is the SQLite file Temporal keeps in TemporalOptions.DataDir.
 const DBFileName = "temporal.db"
 
@@ -88,6 +98,8 @@ type Temporal struct {
 	ui        *uiserver.Server
 	uiDone    chan struct{}
 	uiURL     string
+	logger    *slog.Logger
+	logLevel  *shutdownLevel
 	stopOnce  sync.Once
 }
 
@@ -103,7 +115,11 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 	if opts.Namespace == "" {
 		opts.Namespace = DefaultNamespace
 	}
-	logger := quietLogger(opts.Logger, opts.LogLevel, "temporal")
+	level := &shutdownLevel{base: opts.LogLevel}
+	if level.base == nil {
+		level.base = slog.LevelWarn
+	}
+	logger := quietLogger(opts.Logger, level, "temporal")
 
 	host, port, err := splitAddress(opts.Address)
 	if err != nil {
@@ -124,6 +140,16 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 		return nil, fmt.Errorf("temporal frontend: %w", err)
 	}
 	address := net.JoinHostPort(dialHost(host), strconv.Itoa(port))
+
+	// Resolved before the server starts so that a taken UI port fails fast
+	// instead of after a full server start and stop.
+	var uiHost string
+	var uiPort int
+	if opts.UIAddress != "" {
+		if uiHost, uiPort, err = uiListenAddress(opts.UIAddress); err != nil {
+			return nil, err
+		}
+	}
 
 	sqlConf, err := sqliteConfig(opts.DataDir)
 	if err != nil {
@@ -149,14 +175,14 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 		_ = srv.Stop()
 		return nil, fmt.Errorf("start temporal server: %w", err)
 	}
-	t := &Temporal{server: srv, address: address, namespace: opts.Namespace}
+	t := &Temporal{server: srv, address: address, namespace: opts.Namespace, logger: logger, logLevel: level}
 
 	if err := t.waitReady(ctx, logger, namespaces); err != nil {
 		t.Stop()
 		return nil, err
 	}
 	if opts.UIAddress != "" {
-		if err := t.startUI(ctx, opts.UIAddress); err != nil {
+		if err := t.startUI(ctx, uiHost, uiPort); err != nil {
 			t.Stop()
 			return nil, err
 		}
@@ -178,11 +204,15 @@ func (t *Temporal) UIURL() string { return t.uiURL }
 // carry on after the next StartTemporal.
 func (t *Temporal) Stop() {
 	t.stopOnce.Do(func() {
+		t.logLevel.state.Store(stopping)
 		if t.ui != nil {
 			t.ui.Stop()
 			<-t.uiDone
 		}
-		_ = t.server.Stop()
+		if err := t.server.Stop(); err != nil {
+			t.logger.Error("stopping temporal server", "error", err)
+		}
+		t.logLevel.state.Store(stopped)
 	})
 }
 
@@ -276,13 +306,21 @@ func lowLatencyConfig() dynamicconfig.StaticClient {
 
 func serverOptions(host string, port int, address string, sqlConf *config.SQL, logger temporalLogger, extra map[string]any) ([]temporal.ServerOption, error) {
 	ports := map[string]int{"frontend": port}
-	for _, svc := range []string{"history", "matching", "worker"} {
-		p, err := freePort(loopback)
+	// "frontend-http" serves Temporal's HTTP API and Nexus endpoints.
+	// Nothing in Cyclone needs them yet, but without it the frontend warns
+	// on every start that Nexus is unavailable.
+	for _, svc := range []string{"history", "matching", "worker", "frontend-http"} {
+		bind := loopback
+		if svc == "frontend-http" {
+			bind = host
+		}
+		p, err := freePort(bind)
 		if err != nil {
 			return nil, err
 		}
 		ports[svc] = p
 	}
+	httpAddress := net.JoinHostPort(dialHost(host), strconv.Itoa(ports["frontend-http"]))
 
 	conf := &config.Config{}
 	conf.Global.Membership.MaxJoinDuration = 30 * time.Second
@@ -306,17 +344,16 @@ func serverOptions(host string, port int, address string, sqlConf *config.SQL, l
 				Enabled:                true,
 				InitialFailoverVersion: 1,
 				RPCAddress:             address,
+				HTTPAddress:            httpAddress,
 			},
 		},
 	}
 	conf.DCRedirectionPolicy.Policy = "noop"
-	conf.Services = map[string]config.Service{}
-	for svc, p := range ports {
-		bind := loopback
-		if svc == "frontend" {
-			bind = host
-		}
-		conf.Services[svc] = config.Service{RPC: config.RPC{GRPCPort: p, BindOnIP: bind}}
+	conf.Services = map[string]config.Service{
+		"frontend": {RPC: config.RPC{GRPCPort: port, HTTPPort: ports["frontend-http"], BindOnIP: host}},
+	}
+	for _, svc := range []string{"history", "matching", "worker"} {
+		conf.Services[svc] = config.Service{RPC: config.RPC{GRPCPort: ports[svc], BindOnIP: loopback}}
 	}
 	conf.Archival.History.State = "disabled"
 	conf.Archival.Visibility.State = "disabled"
@@ -442,23 +479,28 @@ func ensureSearchAttributes(ctx context.Context, c client.Client, ns string) err
 	return nil
 }
 
-func (t *Temporal) startUI(ctx context.Context, addr string) error {
-	host, port, err := splitAddress(addr)
+// uiListenAddress picks the UI's port. The UI server exits the whole
+// process (echo's Logger.Fatal) when it cannot bind, so the port must be
+// known to be free before it starts.
+func uiListenAddress(addr string) (host string, port int, err error) {
+	host, port, err = splitAddress(addr)
 	if err != nil {
-		return fmt.Errorf("temporal ui: %w", err)
+		return "", 0, fmt.Errorf("temporal ui: %w", err)
 	}
-	// The UI server exits the whole process (echo's Logger.Fatal) when it
-	// cannot bind, so the port must be known to be free before Start.
 	if port == 0 {
-		if port, err = freePort(host); err != nil {
-			return err
-		}
-	} else if err := checkPortFree(host, port); err != nil {
-		return fmt.Errorf("temporal ui: %w", err)
+		port, err = freePort(host)
+	} else {
+		err = checkPortFree(host, port)
 	}
+	if err != nil {
+		return "", 0, fmt.Errorf("temporal ui: %w", err)
+	}
+	return host, port, nil
+}
 
+func (t *Temporal) startUI(ctx context.Context, host string, port int) error {
 	t.ui = uiserver.NewServer(uiserveroptions.WithConfigProvider(&uiconfig.Config{
-		Host:                host,
+		Host:                hostForURL(host),
 		Port:                port,
 		TemporalGRPCAddress: t.address,
 		EnableUI:            true,
@@ -466,7 +508,7 @@ func (t *Temporal) startUI(ctx context.Context, addr string) error {
 		// Served over plain HTTP on localhost; secure cookies would be
 		// dropped by the browser and break the CSRF check.
 		CORS: uiconfig.CORS{CookieInsecure: true},
-		// A dev server should not reach out to the internet.
+		// Temporal's news feed is noise for Cyclone users and fails offline.
 		DisableNewsFetch: true,
 		HideLogs:         true,
 	}))
@@ -476,8 +518,7 @@ func (t *Temporal) startUI(ctx context.Context, addr string) error {
 		_ = t.ui.Start()
 	}()
 
-	// echo's Start binds (Host is passed as given) but the UI server offers
-	// no readiness signal, so poll its health route.
+	// The UI server offers no readiness signal; poll its health route.
 	base := "http://" + net.JoinHostPort(dialHost(host), strconv.Itoa(port))
 	hc := &http.Client{Timeout: time.Second}
 	for {

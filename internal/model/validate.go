@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -178,8 +179,8 @@ func (s *Stages) validate() error {
 			if src.Main {
 				mains++
 			}
-			if src.URL() == "" {
-				return fieldErr(field+".url", "is required")
+			if err := checkRepoURL(field+".url", src.URL()); err != nil {
+				return err
 			}
 		}
 		if mains != 1 {
@@ -238,6 +239,29 @@ func (s *Stages) validate() error {
 		}
 	}
 	return nil
+}
+
+// scpLikeRe matches git's scp-like syntax, user@host:path.
+var scpLikeRe = regexp.MustCompile(`^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._/~-]+$`)
+
+// checkRepoURL accepts network repository URLs only: a local path or file:// URL
+// would let a pipeline read the worker's own disk.
+func checkRepoURL(field, raw string) *FieldError {
+	if raw == "" {
+		return fieldErr(field, "is required")
+	}
+	if scpLikeRe.MatchString(raw) {
+		return nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || strings.HasPrefix(raw, "-") {
+		return fieldErr(field, "%q is not a repository URL", raw)
+	}
+	switch u.Scheme {
+	case "http", "https", "ssh", "git", "svn", "svn+ssh":
+		return nil
+	}
+	return fieldErr(field, "scheme %q is not allowed; use http, https, ssh, git or svn", u.Scheme)
 }
 
 func checkCommand(field string, cmd []string) *FieldError {

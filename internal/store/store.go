@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
@@ -156,7 +157,9 @@ func findOne[T any](ctx context.Context, coll *mongo.Collection, filter bson.D) 
 
 // writeErr maps driver errors to the store's sentinel errors.
 func writeErr(err error) error {
-	if mongo.IsDuplicateKeyError(err) {
+	// FerretDB reports a unique index violation on update as an internal error
+	// carrying SQLite's message rather than as code 11000.
+	if mongo.IsDuplicateKeyError(err) || (err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")) {
 		return fmt.Errorf("%w: %v", ErrConflict, err)
 	}
 	return err

@@ -372,7 +372,22 @@ func (e *Executor) Run(ctx context.Context, env executor.Environment, step execu
 	}
 
 	// Wait for the next exit before starting, so that the exit is not missed.
-	waitC, waitErrC := e.cli.ContainerWait(ctx, id, container.WaitConditionNextExit)
+	waitCtx, cancelWait := context.WithCancel(ctx)
+	waitC, waitErrC := e.cli.ContainerWait(waitCtx, id, container.WaitConditionNextExit)
+	waited := false
+	defer func() {
+		cancelWait()
+		if !waited {
+			// The client's goroutine sends on exactly one of the channels, and
+			// blocks until a result is received: receive it.
+			go func() {
+				select {
+				case <-waitC:
+				case <-waitErrC:
+				}
+			}()
+		}
+	}()
 	if err := e.cli.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
 		if ctx.Err() != nil {
 			return cancelled()
@@ -390,12 +405,14 @@ func (e *Executor) Run(ctx context.Context, env executor.Environment, step execu
 	case <-ctx.Done():
 		return cancelled()
 	case err := <-waitErrC:
+		waited = true
 		if ctx.Err() != nil {
 			return cancelled()
 		}
 		stopCopy()
 		return fail("wait for container %s: %w", name, err)
 	case res := <-waitC:
+		waited = true
 		if res.Error != nil && res.Error.Message != "" {
 			stopCopy()
 			return fail("wait for container %s: %s", name, res.Error.Message)

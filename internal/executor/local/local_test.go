@@ -155,6 +155,7 @@ func TestCommandCannotRun(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Run: %v", err)
 			}
+			t.Logf("output: %s", out)
 			if res.ExitCode != tt.wantCode || !strings.HasPrefix(out, "cyclone: cannot run") {
 				t.Errorf("Run = %+v, output %q; want exit code %d and an explanation", res, out, tt.wantCode)
 			}

@@ -1,0 +1,202 @@
+package store_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+
+	"github.com/cycloneci/cyclone/internal/devstack"
+	"github.com/cycloneci/cyclone/internal/model"
+	"github.com/cycloneci/cyclone/internal/secrets"
+	"github.com/cycloneci/cyclone/internal/store"
+	"github.com/cycloneci/cyclone/internal/testenv"
+)
+
+func newBox(t *testing.T) *secrets.Box {
+	t.Helper()
+	key := make([]byte, secrets.KeySize)
+	_, _ = rand.Read(key)
+	box, err := secrets.New(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return box
+}
+
+// startStore opens a store on a fresh embedded FerretDB (real wire protocol).
+func startStore(t *testing.T) (*store.Store, string) {
+	t.Helper()
+	ctx := context.Background()
+	m, err := devstack.StartMongo(ctx, devstack.MongoOptions{DataDir: t.TempDir(), Logger: testenv.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Stop)
+	st, err := store.Open(ctx, m.URI(), "cyclone", newBox(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close(ctx) })
+	return st, m.URI()
+}
+
+func rawDoc(t *testing.T, uri, coll, id string) bson.M {
+	t.Helper()
+	c, err := mongo.Connect(context.Background(), options.Client().ApplyURI(uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(context.Background())
+	var doc bson.M
+	if err := c.Database("cyclone").Collection(coll).FindOne(context.Background(), bson.M{"_id": id}).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
+
+func project(name string) *model.Project {
+	return &model.Project{Name: name, SCM: &model.SCMConfig{Type: model.SCMGitlab, Server: "https://gitlab.example.com", Token: "glpat-very-secret"},
+		Registry: &model.Registry{Server: "r.example.com", Repository: "team", Username: "u", Password: "registry-pass"}}
+}
+
+func TestSecretsAreSealedAtRest(t *testing.T) {
+	st, uri := startStore(t)
+	ctx := context.Background()
+	p := project("sealed")
+	if err := st.CreateProject(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	doc := rawDoc(t, uri, "projects", p.ID)
+	raw := strings.ToLower(bsonString(t, doc))
+	for _, secret := range []string{"glpat-very-secret", "registry-pass"} {
+		if strings.Contains(raw, secret) {
+			t.Fatalf("secret %q stored in plaintext: %v", secret, doc)
+		}
+	}
+	creds, err := st.ProjectCredentials(ctx, p.ID)
+	if err != nil || creds.SCMToken != "glpat-very-secret" || creds.RegistryPassword != "registry-pass" {
+		t.Fatalf("credentials %+v, %v", creds, err)
+	}
+
+	// The same database opened with another key refuses to decrypt: no plaintext fallback.
+	other, err := store.Open(ctx, uri, "cyclone", newBox(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(ctx)
+	if _, err := other.ProjectCredentials(ctx, p.ID); !errors.Is(err, secrets.ErrOpen) {
+		t.Fatalf("wrong key: got %v, want secrets.ErrOpen", err)
+	}
+}
+
+func bsonString(t *testing.T, doc bson.M) string {
+	t.Helper()
+	data, err := bson.MarshalExtJSON(doc, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+func TestUniqueNames(t *testing.T) {
+	st, _ := startStore(t)
+	ctx := context.Background()
+	if err := st.CreateProject(ctx, project("one")); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateProject(ctx, project("one")); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("duplicate project: %v", err)
+	}
+	two := project("two")
+	if err := st.CreateProject(ctx, two); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.UpdateProject(ctx, "two", project("one")); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("rename onto a taken name: %v", err)
+	}
+
+	pipeline := func(projectID, name string) *model.Pipeline {
+		return &model.Pipeline{Name: name, ProjectID: projectID, Build: &model.Build{BuilderImage: &model.BuilderImage{Image: "x"}}}
+	}
+	if err := st.CreatePipeline(ctx, pipeline(two.ID, "build")); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreatePipeline(ctx, pipeline(two.ID, "build")); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("duplicate pipeline in a project: %v", err)
+	}
+	if err := st.CreatePipeline(ctx, pipeline("another-project", "build")); err != nil {
+		t.Fatalf("same pipeline name in another project: %v", err)
+	}
+}
+
+func TestRecordProjection(t *testing.T) {
+	st, _ := startStore(t)
+	ctx := context.Background()
+	start := time.Now().UTC().Add(-time.Minute)
+	for i, id := range []string{"r1", "r2", "r3"} {
+		r := &model.Record{ID: id, PipelineID: "p", ProjectID: "proj", Status: model.StatusPending,
+			StageStatus: &model.StageStatus{}, StartTime: start.Add(time.Duration(i) * time.Second)}
+		if err := st.CreateRecord(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, total, err := st.ListRecords(ctx, "p", store.ListOptions{Limit: 2})
+	if err != nil || total != 3 || len(recs) != 2 || recs[0].ID != "r3" || recs[1].ID != "r2" {
+		t.Fatalf("newest first: %v %d %v", ids(recs), total, err)
+	}
+
+	if err := st.SetRecordRunning(ctx, "r1", "run-1", "abc1234-1"); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	upd := model.StageUpdate{Stage: model.StageCodeCheckout, Status: model.StatusSuccess, StartTime: &t0, EndTime: &t0,
+		Commit: &model.Commit{ID: "abc", Author: "a", Message: "m"}}
+	for range 2 { // applying the same update twice is harmless
+		if err := st.UpdateStage(ctx, "r1", upd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.UpdateStage(ctx, "r1", model.StageUpdate{Stage: model.StageUnitTest, Status: model.StatusRunning, StartTime: &t0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.FinishRecord(ctx, "r1", model.StatusAborted, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	r, err := st.GetRecord(ctx, "p", "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := r.StageStatus
+	if r.Status != model.StatusAborted || r.RunID != "run-1" || r.Name != "abc1234-1" || r.EndTime == nil ||
+		ss.CodeCheckout.Status != model.StatusSuccess || ss.CodeCheckout.Commits.MainRepo.ID != "abc" ||
+		ss.UnitTest.Status != model.StatusAborted || ss.UnitTest.EndTime == nil {
+		t.Fatalf("record after abort: %+v / %+v / %+v", r, ss.CodeCheckout, ss.UnitTest)
+	}
+	// A terminal record never moves back to Running.
+	if err := st.SetRecordRunning(ctx, "r1", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := st.GetRecord(ctx, "p", "r1"); r.Status != model.StatusAborted {
+		t.Fatalf("terminal record moved to %s", r.Status)
+	}
+
+	unfinished, err := st.ListUnfinishedRecords(ctx, time.Now())
+	if err != nil || len(unfinished) != 2 {
+		t.Fatalf("unfinished: %v %v", ids(unfinished), err)
+	}
+}
+
+func ids(recs []*model.Record) []string {
+	var out []string
+	for _, r := range recs {
+		out = append(out, r.ID)
+	}
+	return out
+}
