@@ -18,6 +18,7 @@ import (
 	"github.com/cycloneci/cyclone/internal/executor"
 	"github.com/cycloneci/cyclone/internal/executor/docker"
 	"github.com/cycloneci/cyclone/internal/model"
+	"github.com/cycloneci/cyclone/internal/reconcile"
 	"github.com/cycloneci/cyclone/internal/testenv"
 	"github.com/cycloneci/cyclone/internal/testimage"
 )
@@ -422,5 +423,37 @@ func TestPipelineBadInput(t *testing.T) {
 	env.Do("GET", "/api/v1/projects/demo/pipelines", nil).JSON(t, &list)
 	if list.Metadata.Total != 1 {
 		t.Fatalf("%d pipelines, want 1", list.Metadata.Total)
+	}
+}
+
+// Operators may cancel or terminate a run from Temporal (CLI, Web UI): the record ends
+// terminal either way.
+func TestRecordClosedFromTemporal(t *testing.T) {
+	f := newFixture(t, testenv.Options{})
+	f.pipeline(t, "ops", "x", map[string]any{"unitTest": map[string]any{"command": []string{"sleep 300"}}})
+	ctx := context.Background()
+
+	cancelled := f.start(t, map[string]any{"ref": "master"})
+	f.waitStageRunning(t, cancelled.ID, "unitTest")
+	if err := f.env.Temporal.CancelWorkflow(ctx, cancelled.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if done := f.waitTerminal(t, cancelled.ID); done.Status != model.StatusAborted || done.StageStatus.UnitTest.Status != model.StatusAborted {
+		t.Fatalf("record cancelled in Temporal: %+v", done)
+	}
+
+	terminated := f.start(t, map[string]any{"ref": "master"})
+	f.waitStageRunning(t, terminated.ID, "unitTest")
+	if err := f.env.Temporal.TerminateWorkflow(ctx, terminated.ID, "", "operator says stop"); err != nil {
+		t.Fatal(err)
+	}
+	rec := &reconcile.Reconciler{Store: f.env.Store, Temporal: f.env.Temporal, Logger: testenv.Logger(), Grace: time.Nanosecond}
+	if err := rec.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done := f.get(t, terminated.ID)
+	if done.Status != model.StatusAborted || done.StageStatus.UnitTest.Status != model.StatusAborted ||
+		!strings.Contains(done.ErrorMessage, "terminated") || done.EndTime == nil {
+		t.Fatalf("record terminated in Temporal: %+v", done)
 	}
 }

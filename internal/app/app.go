@@ -19,6 +19,7 @@ import (
 	"github.com/cycloneci/cyclone/activities"
 	"github.com/cycloneci/cyclone/api"
 	"github.com/cycloneci/cyclone/internal/executor"
+	"github.com/cycloneci/cyclone/internal/reconcile"
 	"github.com/cycloneci/cyclone/internal/store"
 	"github.com/cycloneci/cyclone/starter"
 	"github.com/cycloneci/cyclone/worker"
@@ -84,6 +85,13 @@ func NewAPI(st *store.Store, tc client.Client, taskQueue string, logger *slog.Lo
 			},
 		},
 	})
+}
+
+// StartReconciler closes, in the background until ctx ends, records whose workflow
+// closed without writing its ending (terminated from the CLI, timed out, lost).
+func StartReconciler(ctx context.Context, st *store.Store, tc client.Client, logger *slog.Logger) {
+	r := &reconcile.Reconciler{Store: st, Temporal: tc, Logger: logger}
+	go r.Run(ctx)
 }
 
 // WorkerConfig configures a worker.
