@@ -29,11 +29,16 @@ type Options struct {
 	Activities *activities.Activities
 	// MaxConcurrentStages bounds the stages this worker runs at once (default 16).
 	MaxConcurrentStages int
+	// SingleWorker says this is the only worker (`cyclone dev`): stages then use the
+	// shared task queue, where Temporal hands them to the worker eagerly, in the
+	// response that schedules them.
+	SingleWorker bool
 }
 
 // Worker is a running Cyclone worker.
 type Worker struct {
-	shared, own sdkworker.Worker
+	shared sdkworker.Worker
+	own    sdkworker.Worker // nil for a single worker
 }
 
 // OwnTaskQueue is the task queue of the worker with the given ID.
@@ -54,18 +59,25 @@ func New(o Options) (*Worker, error) {
 	if o.MaxConcurrentStages <= 0 {
 		o.MaxConcurrentStages = 16
 	}
-	own := OwnTaskQueue(o.TaskQueue, o.WorkerID)
-	o.Activities.TaskQueue = own
-
 	base := sdkworker.Options{
 		Identity: o.WorkerID,
 		// Cancellation reaches a running stage through its heartbeat: keep them frequent.
 		MaxHeartbeatThrottleInterval: time.Second,
 	}
-	shared := sdkworker.New(o.Client, o.TaskQueue, base)
+	sharedOpts := base
+	if o.SingleWorker {
+		sharedOpts.MaxConcurrentActivityExecutionSize = o.MaxConcurrentStages
+		o.Activities.TaskQueue = o.TaskQueue
+	}
+	shared := sdkworker.New(o.Client, o.TaskQueue, sharedOpts)
 	shared.RegisterWorkflowWithOptions(workflows.PipelineRecord, workflow.RegisterOptions{Name: workflows.RecordWorkflowName})
 	shared.RegisterActivity(o.Activities)
+	if o.SingleWorker {
+		return &Worker{shared: shared}, nil
+	}
 
+	own := OwnTaskQueue(o.TaskQueue, o.WorkerID)
+	o.Activities.TaskQueue = own
 	ownOpts := base
 	ownOpts.MaxConcurrentActivityExecutionSize = o.MaxConcurrentStages
 	ownW := sdkworker.New(o.Client, own, ownOpts)
@@ -75,11 +87,15 @@ func New(o Options) (*Worker, error) {
 
 // Start begins polling both task queues.
 func (w *Worker) Start() error {
-	if err := w.own.Start(); err != nil {
-		return err
+	if w.own != nil {
+		if err := w.own.Start(); err != nil {
+			return err
+		}
 	}
 	if err := w.shared.Start(); err != nil {
-		w.own.Stop()
+		if w.own != nil {
+			w.own.Stop()
+		}
 		return err
 	}
 	return nil
@@ -88,5 +104,7 @@ func (w *Worker) Start() error {
 // Stop stops polling and waits for running activities to return.
 func (w *Worker) Stop() {
 	w.shared.Stop()
-	w.own.Stop()
+	if w.own != nil {
+		w.own.Stop()
+	}
 }

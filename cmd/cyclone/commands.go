@@ -220,7 +220,9 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if workerID == "" {
 		workerID = "dev"
 	}
-	w, err := app.NewWorker(st, tc, ex, app.WorkerConfig{TaskQueue: c.TaskQueue, WorkerID: workerID, MaxConcurrentStages: c.MaxConcurrentStages})
+	// The dev process is the only worker: its stages can use the shared queue.
+	w, err := app.NewWorker(st, tc, ex, app.WorkerConfig{TaskQueue: c.TaskQueue, WorkerID: workerID,
+		MaxConcurrentStages: c.MaxConcurrentStages, SingleWorker: true})
 	if err != nil {
 		return err
 	}

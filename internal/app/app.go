@@ -99,6 +99,7 @@ type WorkerConfig struct {
 	TaskQueue           string
 	WorkerID            string
 	MaxConcurrentStages int
+	SingleWorker        bool
 }
 
 // NewWorker builds a worker running records on ex.
@@ -110,6 +111,7 @@ func NewWorker(st *store.Store, tc client.Client, ex executor.Executor, cfg Work
 		WorkerID:            cfg.WorkerID,
 		Activities:          acts,
 		MaxConcurrentStages: cfg.MaxConcurrentStages,
+		SingleWorker:        cfg.SingleWorker,
 	})
 }
 

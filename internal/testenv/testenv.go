@@ -8,11 +8,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -41,6 +43,7 @@ type Env struct {
 
 	t      testing.TB
 	server *httptest.Server
+	single bool
 }
 
 // Options change what Start builds.
@@ -51,6 +54,15 @@ type Options struct {
 	NoWorker bool
 	// WorkerID of the worker (default "test").
 	WorkerID string
+	// SingleWorker runs stages on the shared task queue, as `cyclone dev` does.
+	SingleWorker bool
+	// DataDir, when set, keeps Temporal and the store on disk there (the `cyclone dev`
+	// shape) instead of in memory and a temp dir.
+	DataDir string
+	// TemporalAddress and MongoURI point at external services instead of starting
+	// embedded ones (benchmarks against a real cluster).
+	TemporalAddress string
+	MongoURI        string
 }
 
 // Logger is quiet unless CYCLONE_TEST_LOG is set.
@@ -69,16 +81,37 @@ func Start(t testing.TB, o Options) *Env {
 	defer cancel()
 	logger := Logger()
 
-	mongo, err := devstack.StartMongo(ctx, devstack.MongoOptions{DataDir: t.TempDir(), Logger: logger})
-	if err != nil {
-		t.Fatalf("start FerretDB: %v", err)
+	mongoURI, temporalAddr, namespace := o.MongoURI, o.TemporalAddress, devstack.DefaultNamespace
+	if mongoURI == "" {
+		dir := t.TempDir()
+		if o.DataDir != "" {
+			dir = filepath.Join(o.DataDir, "mongo")
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		mongo, err := devstack.StartMongo(ctx, devstack.MongoOptions{DataDir: dir, Logger: logger})
+		if err != nil {
+			t.Fatalf("start FerretDB: %v", err)
+		}
+		t.Cleanup(mongo.Stop)
+		mongoURI = mongo.URI()
 	}
-	t.Cleanup(mongo.Stop)
-	temporal, err := devstack.StartTemporal(ctx, devstack.TemporalOptions{Logger: logger})
-	if err != nil {
-		t.Fatalf("start Temporal: %v", err)
+	if temporalAddr == "" {
+		var dir string
+		if o.DataDir != "" {
+			dir = filepath.Join(o.DataDir, "temporal")
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}
+		temporal, err := devstack.StartTemporal(ctx, devstack.TemporalOptions{DataDir: dir, Logger: logger})
+		if err != nil {
+			t.Fatalf("start Temporal: %v", err)
+		}
+		t.Cleanup(temporal.Stop)
+		temporalAddr, namespace = temporal.Address(), temporal.Namespace()
 	}
-	t.Cleanup(temporal.Stop)
 
 	key := make([]byte, secrets.KeySize)
 	_, _ = rand.Read(key)
@@ -86,18 +119,22 @@ func Start(t testing.TB, o Options) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(ctx, mongo.URI(), "cyclone", box)
+	dbName := "cyclone"
+	if o.MongoURI != "" { // never touch a real deployment's database
+		dbName = fmt.Sprintf("cyclone_test_%d", time.Now().UnixNano())
+	}
+	st, err := store.Open(ctx, mongoURI, dbName, box)
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { _ = st.Close(context.Background()) })
-	tc, err := app.DialTemporal(ctx, temporal.Address(), temporal.Namespace(), logger)
+	tc, err := app.DialTemporal(ctx, temporalAddr, namespace, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(tc.Close)
 
-	env := &Env{Store: st, Temporal: tc, MongoURI: mongo.URI(), Executor: o.Executor, t: t}
+	env := &Env{Store: st, Temporal: tc, MongoURI: mongoURI, Executor: o.Executor, single: o.SingleWorker, t: t}
 	if env.Executor == nil {
 		env.Executor = local.New(t.TempDir())
 	}
@@ -117,7 +154,7 @@ func (e *Env) StartWorker(id string) *worker.Worker {
 	if id == "" {
 		id = "test"
 	}
-	w, err := app.NewWorker(e.Store, e.Temporal, e.Executor, app.WorkerConfig{TaskQueue: TaskQueue, WorkerID: id})
+	w, err := app.NewWorker(e.Store, e.Temporal, e.Executor, app.WorkerConfig{TaskQueue: TaskQueue, WorkerID: id, SingleWorker: e.single})
 	if err != nil {
 		e.t.Fatal(err)
 	}
