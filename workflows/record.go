@@ -42,11 +42,15 @@ func PipelineRecord(ctx workflow.Context, in activities.RecordInput) error {
 		ScheduleToCloseTimeout: projectionRetryWindow,
 		RetryPolicy:            &temporal.RetryPolicy{InitialInterval: 200 * time.Millisecond, MaximumInterval: 30 * time.Second},
 	})
+	var status, message string
 	if err := workflow.ExecuteLocalActivity(projection, a.RecordStarted, in.RecordID, info.WorkflowExecution.RunID).Get(ctx, nil); err != nil {
-		return err
+		if !isCancel(ctx) {
+			return err
+		}
+		status = model.StatusAborted
+	} else {
+		status, message = runStages(ctx, in)
 	}
-
-	status, message := runStages(ctx, in)
 
 	// Whatever happened, record the outcome, even when the workflow was cancelled.
 	finishCtx, _ := workflow.NewDisconnectedContext(projection)
@@ -69,10 +73,13 @@ func runStages(ctx workflow.Context, in activities.RecordInput) (status, message
 	setupCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: setupTimeout,
 		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 5},
+		// A cancel during setup must wait for it, so the teardown below sees what
+		// setup made instead of leaking it.
+		WaitForCancellation: true,
 	})
 	var env activities.Environment
 	if err := workflow.ExecuteActivity(setupCtx, a.SetupEnvironment, in.ExecutorRecord()).Get(ctx, &env); err != nil {
-		if isCancel(ctx, err) {
+		if isCancel(ctx) {
 			return model.StatusAborted, ""
 		}
 		return model.StatusFailed, "set up the record's environment: " + errMessage(err)
@@ -86,9 +93,11 @@ func runStages(ctx workflow.Context, in activities.RecordInput) (status, message
 		HeartbeatTimeout:       heartbeatTimeout,
 		WaitForCancellation:    true,
 		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:        time.Second,
-			MaximumAttempts:        3,
-			NonRetryableErrorTypes: []string{activities.ErrTypeStepFailed, activities.ErrTypeNotImplemented},
+			InitialInterval: time.Second,
+			MaximumAttempts: 3,
+			// A user's failing command, a stage not built yet, or a stage that ran
+			// past the pipeline's timeout are final; anything else is retried.
+			NonRetryableErrorTypes: []string{activities.ErrTypeStepFailed, activities.ErrTypeNotImplemented, "TemporalTimeout:StartToClose"},
 		},
 	})
 	defer func() {
@@ -105,7 +114,7 @@ func runStages(ctx workflow.Context, in activities.RecordInput) (status, message
 		switch {
 		case err == nil:
 			continue
-		case isCancel(ctx, err):
+		case isCancel(ctx):
 			return model.StatusAborted, ""
 		case in.Build.Stages.AllowFailure(stage):
 			workflow.GetLogger(ctx).Info("stage failed, allowed to fail", "stage", stage)
@@ -117,8 +126,11 @@ func runStages(ctx workflow.Context, in activities.RecordInput) (status, message
 	return status, ""
 }
 
-func isCancel(ctx workflow.Context, err error) bool {
-	return temporal.IsCanceledError(err) || errors.Is(ctx.Err(), workflow.ErrCanceled)
+// isCancel reports whether the record was cancelled. It looks at the workflow's own
+// context, not at the error: an activity may return a CanceledError for other
+// reasons (paused, reset), and that is a failure, not an abort.
+func isCancel(ctx workflow.Context) bool {
+	return errors.Is(ctx.Err(), workflow.ErrCanceled)
 }
 
 // errMessage digs the user-facing message out of an activity error chain.

@@ -161,6 +161,21 @@ func (s *RecordSuite) finished() finishCall {
 	return s.finishes[0]
 }
 
+// cancelOnce cancels the workflow, through a delayed callback, as soon as entered is
+// closed (an activity has started and blocks), however slow the machine is.
+func (s *RecordSuite) cancelOnce(entered <-chan struct{}) {
+	var poll func()
+	poll = func() {
+		select {
+		case <-entered:
+			s.env.CancelWorkflow()
+		default:
+			s.env.RegisterDelayedCallback(poll, 20*time.Millisecond)
+		}
+	}
+	s.env.RegisterDelayedCallback(poll, 20*time.Millisecond)
+}
+
 func (s *RecordSuite) run(in activities.RecordInput) error {
 	s.env.ExecuteWorkflow(workflows.PipelineRecord, in)
 	s.Require().True(s.env.IsWorkflowCompleted(), "workflow did not complete")
@@ -391,7 +406,7 @@ func (s *RecordSuite) TestCancelMidStage() {
 			return errors.New("stage context not cancelled")
 		}
 	}
-	s.env.RegisterDelayedCallback(s.env.CancelWorkflow, 100*time.Millisecond)
+	s.cancelOnce(entered)
 
 	err := s.run(recordInput(model.StageCodeCheckout, model.StageUnitTest, model.StagePackage))
 
@@ -399,7 +414,7 @@ func (s *RecordSuite) TestCancelMidStage() {
 	select {
 	case <-entered:
 	default:
-		s.Fail("the unitTest stage never started: the cancel came too early")
+		s.Fail("the unitTest stage never started")
 	}
 	s.Equal([]string{
 		"RecordStarted", "SetupEnvironment", "RunStage:codeCheckout", "RunStage:unitTest",
@@ -417,16 +432,18 @@ func (s *RecordSuite) TestCancelMidStage() {
 // TestCancelDuringSetup: a cancellation that lands during the record's setup starts
 // no stage and marks the record Aborted.
 func (s *RecordSuite) TestCancelDuringSetup() {
+	entered := make(chan struct{})
 	release := make(chan struct{})
 	s.T().Cleanup(func() { close(release) })
 	s.setup = func(ctx context.Context, rec executor.Record) (activities.Environment, error) {
+		close(entered)
 		select {
 		case <-ctx.Done():
 		case <-release:
 		}
 		return activities.Environment{}, ctx.Err()
 	}
-	s.env.RegisterDelayedCallback(s.env.CancelWorkflow, 100*time.Millisecond)
+	s.cancelOnce(entered)
 
 	err := s.run(recordInput(model.StageCodeCheckout, model.StageUnitTest))
 	s.True(temporal.IsCanceledError(err), "workflow error %v is not a cancellation", err)

@@ -207,6 +207,9 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	}
 	defer st.Close(context.Background())
 	defer tc.Close()
+	if err := msrv.IndexIDLookups(ctx, "cyclone"); err != nil {
+		return fmt.Errorf("index the embedded store: %w", err)
+	}
 
 	root := c.WorkspaceRoot
 	if root == "" {

@@ -37,6 +37,7 @@ type MongoOptions struct {
 // Mongo is a running embedded FerretDB speaking the MongoDB wire protocol.
 type Mongo struct {
 	uri      string
+	dir      string
 	cancel   context.CancelFunc
 	done     chan struct{}
 	stopOnce sync.Once
@@ -99,7 +100,7 @@ func StartMongo(ctx context.Context, opts MongoOptions) (*Mongo, error) {
 	}
 
 	runCtx, cancel := context.WithCancel(context.Background())
-	m := &Mongo{uri: f.MongoDBURI(), cancel: cancel, done: make(chan struct{})}
+	m := &Mongo{uri: f.MongoDBURI(), dir: dir, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(m.done)
 		_ = f.Run(runCtx)

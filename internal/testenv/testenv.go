@@ -82,6 +82,7 @@ func Start(t testing.TB, o Options) *Env {
 	logger := Logger()
 
 	mongoURI, temporalAddr, namespace := o.MongoURI, o.TemporalAddress, devstack.DefaultNamespace
+	var embedded *devstack.Mongo
 	if mongoURI == "" {
 		dir := t.TempDir()
 		if o.DataDir != "" {
@@ -95,7 +96,7 @@ func Start(t testing.TB, o Options) *Env {
 			t.Fatalf("start FerretDB: %v", err)
 		}
 		t.Cleanup(mongo.Stop)
-		mongoURI = mongo.URI()
+		mongoURI, embedded = mongo.URI(), mongo
 	}
 	if temporalAddr == "" {
 		var dir string
@@ -128,6 +129,11 @@ func Start(t testing.TB, o Options) *Env {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { _ = st.Close(context.Background()) })
+	if embedded != nil {
+		if err := embedded.IndexIDLookups(ctx, dbName); err != nil {
+			t.Fatal(err)
+		}
+	}
 	tc, err := app.DialTemporal(ctx, temporalAddr, namespace, logger)
 	if err != nil {
 		t.Fatal(err)
