@@ -211,3 +211,21 @@ func TestHealth(t *testing.T) {
 		t.Fatalf("readyz: %s", r.Body)
 	}
 }
+
+func TestStoreOutageIs503(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{NoWorker: true})
+	wantStatus(t, env.Do("POST", "/api/v1/projects", projectBody("before")), http.StatusCreated)
+	env.StopMongo()
+
+	r := env.Do("GET", "/readyz", nil)
+	wantError(t, r, http.StatusServiceUnavailable, api.ReasonUnavailable, "")
+	if !strings.Contains(string(r.Body), "mongodb") {
+		t.Fatalf("readyz does not name MongoDB: %s", r.Body)
+	}
+	r = env.Do("GET", "/api/v1/projects", nil)
+	wantError(t, r, http.StatusServiceUnavailable, api.ReasonUnavailable, "")
+	if strings.Contains(string(r.Body), "127.0.0.1") || strings.Contains(string(r.Body), "connection") {
+		t.Fatalf("503 leaks internals: %s", r.Body)
+	}
+	wantError(t, env.Do("POST", "/api/v1/projects", projectBody("during")), http.StatusServiceUnavailable, api.ReasonUnavailable, "")
+}

@@ -457,3 +457,34 @@ func TestRecordClosedFromTemporal(t *testing.T) {
 		t.Fatalf("record terminated in Temporal: %+v", done)
 	}
 }
+
+// Deleting a running record, or its pipeline, or its project cancels its workflow.
+func TestDeletionCancelsRuns(t *testing.T) {
+	f := newFixture(t, testenv.Options{})
+	ctx := context.Background()
+	waitClosed := func(t *testing.T, id string) {
+		t.Helper()
+		waitUntil(t, "workflow "+id+" to be cancelled", func() bool {
+			desc, err := f.env.Temporal.DescribeWorkflowExecution(ctx, id, "")
+			return err == nil && desc.WorkflowExecutionInfo.Status == enums.WORKFLOW_EXECUTION_STATUS_CANCELED
+		})
+	}
+	for _, target := range []string{"record", "pipeline", "project"} {
+		t.Run(target, func(t *testing.T) {
+			f.pipeline(t, "doomed", "x", map[string]any{"unitTest": map[string]any{"command": []string{"sleep 300"}}})
+			rec := f.start(t, map[string]any{"ref": "master"})
+			f.waitStageRunning(t, rec.ID, "unitTest")
+			path := map[string]string{
+				"record":   f.basePath + "/records/" + rec.ID,
+				"pipeline": f.basePath,
+				"project":  "/api/v1/projects/demo",
+			}[target]
+			wantStatus(t, f.env.Do("DELETE", path, nil), http.StatusNoContent)
+			waitClosed(t, rec.ID)
+			wantError(t, f.env.Do("GET", f.basePath+"/records/"+rec.ID, nil), http.StatusNotFound, api.ReasonNotFound, "")
+			if target == "record" {
+				wantStatus(t, f.env.Do("DELETE", f.basePath, nil), http.StatusNoContent)
+			}
+		})
+	}
+}

@@ -44,6 +44,16 @@ type Env struct {
 	t      testing.TB
 	server *httptest.Server
 	single bool
+	mongo  *devstack.Mongo // nil when external
+}
+
+// StopMongo stops the embedded MongoDB-compatible server, to test outages.
+func (e *Env) StopMongo() {
+	e.t.Helper()
+	if e.mongo == nil {
+		e.t.Fatal("StopMongo: the store is external")
+	}
+	e.mongo.Stop()
 }
 
 // Options change what Start builds.
@@ -140,7 +150,7 @@ func Start(t testing.TB, o Options) *Env {
 	}
 	t.Cleanup(tc.Close)
 
-	env := &Env{Store: st, Temporal: tc, MongoURI: mongoURI, Executor: o.Executor, single: o.SingleWorker, t: t}
+	env := &Env{Store: st, Temporal: tc, MongoURI: mongoURI, Executor: o.Executor, single: o.SingleWorker, mongo: embedded, t: t}
 	if env.Executor == nil {
 		env.Executor = local.New(t.TempDir())
 	}
