@@ -3,7 +3,6 @@ package workflows_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -123,5 +122,5 @@ func TestWriteRecordHistory(t *testing.T) {
 	if err := os.WriteFile(historyFile, append(data, '\n'), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Log(fmt.Sprintf("wrote %s: %d events", historyFile, len(hist.Events)))
+	t.Logf("wrote %s: %d events", historyFile, len(hist.Events))
 }

@@ -105,7 +105,7 @@ func sanitize(s string) string {
 	b := []byte(s)
 	changed := len(b) == 0
 	for i, c := range b {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-') {
+		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '_' && c != '.' && c != '-' {
 			b[i] = '_'
 			changed = true
 		}
@@ -383,7 +383,8 @@ func (e *Executor) Run(ctx context.Context, env executor.Environment, step execu
 			go func() {
 				select {
 				case <-waitC:
-				case <-waitErrC:
+				case err := <-waitErrC:
+					_ = err // the container is being removed: its wait error is moot
 				}
 			}()
 		}
