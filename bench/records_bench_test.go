@@ -22,6 +22,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/cycloneci/cyclone/internal/model"
+	"github.com/cycloneci/cyclone/internal/searchattr"
 	"github.com/cycloneci/cyclone/internal/testenv"
 	"github.com/cycloneci/cyclone/starter"
 )
@@ -127,7 +128,7 @@ func (e *benchEnv) runRecord(b *testing.B, stages []string) time.Duration {
 	in.Stages = stages
 	run, err := e.env.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID: id, TaskQueue: testenv.TaskQueue, EnableEagerStart: true,
-		TypedSearchAttributes: temporal.NewSearchAttributes(starter.AttrRecord.ValueSet(id)),
+		TypedSearchAttributes: temporal.NewSearchAttributes(searchattr.Record.ValueSet(id)),
 	}, "PipelineRecord", in)
 	if err != nil {
 		b.Fatal(err)

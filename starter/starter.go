@@ -14,20 +14,12 @@ import (
 
 	"github.com/cycloneci/cyclone/activities"
 	"github.com/cycloneci/cyclone/internal/model"
+	"github.com/cycloneci/cyclone/internal/searchattr"
 	"github.com/cycloneci/cyclone/workflows"
 )
 
 // DefaultTaskQueue is the task queue record workflows run on.
 const DefaultTaskQueue = "cyclone"
-
-// Search attributes set on every record workflow (Keyword), so operators can filter
-// runs in the Web UI and with `temporal workflow list --query`.
-var (
-	AttrProject  = temporal.NewSearchAttributeKeyKeyword("CycloneProject")
-	AttrPipeline = temporal.NewSearchAttributeKeyKeyword("CyclonePipeline")
-	AttrRecord   = temporal.NewSearchAttributeKeyKeyword("CycloneRecord")
-	AttrTrigger  = temporal.NewSearchAttributeKeyKeyword("CycloneTrigger")
-)
 
 // Starter starts and cancels record workflows.
 type Starter struct {
@@ -88,10 +80,10 @@ func (s *Starter) Start(ctx context.Context, rec *model.Record, project *model.P
 	}
 	if s.SearchAttributes {
 		opts.TypedSearchAttributes = temporal.NewSearchAttributes(
-			AttrProject.ValueSet(project.Name),
-			AttrPipeline.ValueSet(p.Name),
-			AttrRecord.ValueSet(rec.ID),
-			AttrTrigger.ValueSet(rec.Trigger),
+			searchattr.Project.ValueSet(project.Name),
+			searchattr.Pipeline.ValueSet(p.Name),
+			searchattr.Record.ValueSet(rec.ID),
+			searchattr.Trigger.ValueSet(rec.Trigger),
 		)
 	}
 	run, err := s.Client.ExecuteWorkflow(ctx, opts, workflows.RecordWorkflowName, Input(rec, project, p))

@@ -29,6 +29,7 @@ import (
 	_ "modernc.org/sqlite" // to inspect temporal.db directly
 
 	"github.com/cycloneci/cyclone/internal/devstack"
+	"github.com/cycloneci/cyclone/internal/searchattr"
 )
 
 const taskQueue = "devstack-test"
@@ -193,7 +194,7 @@ func TestTemporalFileModeSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("list search attributes: %v", err)
 	}
-	for name := range devstack.SearchAttributes {
+	for name := range searchattr.All {
 		if typ := resp.GetCustomAttributes()[name]; typ != enumspb.INDEXED_VALUE_TYPE_KEYWORD {
 			t.Errorf("search attribute %s: type %v, want Keyword", name, typ)
 		}

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -18,8 +17,6 @@ import (
 	uiserver "github.com/temporalio/ui-server/v2/server"
 	uiconfig "github.com/temporalio/ui-server/v2/server/config"
 	uiserveroptions "github.com/temporalio/ui-server/v2/server/server_options"
-	enumspb "go.temporal.io/api/enums/v1"
-	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
@@ -32,6 +29,8 @@ import (
 	"go.temporal.io/server/common/primitives"
 	sqliteschema "go.temporal.io/server/schema/sqlite"
 	"go.temporal.io/server/temporal"
+
+	"github.com/cycloneci/cyclone/internal/searchattr"
 )
 
 // DefaultNamespace is the namespace the SDK uses when none is given; it is
@@ -50,16 +49,6 @@ const (
 
 // DBFileName is the SQLite file Temporal keeps in TemporalOptions.DataDir.
 const DBFileName = "temporal.db"
-
-// SearchAttributes are the custom search attributes Cyclone's workflows set
-// and its UI filters on. They are created with every namespace so that
-// starting a workflow with them never fails on a fresh dev server.
-var SearchAttributes = map[string]enumspb.IndexedValueType{
-	"CycloneProject":  enumspb.INDEXED_VALUE_TYPE_KEYWORD,
-	"CyclonePipeline": enumspb.INDEXED_VALUE_TYPE_KEYWORD,
-	"CycloneRecord":   enumspb.INDEXED_VALUE_TYPE_KEYWORD,
-	"CycloneTrigger":  enumspb.INDEXED_VALUE_TYPE_KEYWORD,
-}
 
 // defaultStartTimeout bounds startup when the caller's context has no
 // deadline, so a wedged server fails `cyclone dev` instead of hanging it.
@@ -262,7 +251,7 @@ func sqliteConfig(dataDir string) (*config.SQL, error) {
 func createNamespaces(conf *config.SQL, names []string) error {
 	var nss []*sqliteschema.NamespaceConfig
 	for _, name := range names {
-		ns, err := sqliteschema.NewNamespaceConfig(clusterName, name, false, SearchAttributes)
+		ns, err := sqliteschema.NewNamespaceConfig(clusterName, name, false, searchattr.All)
 		if err != nil {
 			return fmt.Errorf("namespace %q: %w", name, err)
 		}
@@ -435,46 +424,9 @@ func (t *Temporal) waitReady(ctx context.Context, logger *slog.Logger, namespace
 			case <-time.After(50 * time.Millisecond):
 			}
 		}
-		if err := ensureSearchAttributes(ctx, c, ns); err != nil {
+		if err := searchattr.Ensure(ctx, c, ns); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// ensureSearchAttributes adds the Cyclone search attributes a namespace
-// lacks. Namespace creation registers them, but only when the namespace is
-// new: a database from an earlier version, or one where someone removed an
-// attribute, would otherwise make every workflow start fail.
-func ensureSearchAttributes(ctx context.Context, c client.Client, ns string) error {
-	resp, err := c.OperatorService().ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: ns})
-	if err != nil {
-		return fmt.Errorf("list search attributes of %q: %w", ns, err)
-	}
-	missing := map[string]enumspb.IndexedValueType{}
-	for name, typ := range SearchAttributes {
-		have, ok := resp.GetCustomAttributes()[name]
-		switch {
-		case !ok:
-			missing[name] = typ
-		case have != typ:
-			return fmt.Errorf("search attribute %s in namespace %q has type %s, want %s", name, ns, have, typ)
-		}
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	names := make([]string, 0, len(missing))
-	for name := range missing {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	_, err = c.OperatorService().AddSearchAttributes(ctx, &operatorservice.AddSearchAttributesRequest{
-		Namespace:        ns,
-		SearchAttributes: missing,
-	})
-	if err != nil {
-		return fmt.Errorf("add search attributes %v to %q: %w", names, ns, err)
 	}
 	return nil
 }
