@@ -488,3 +488,22 @@ func TestDeletionCancelsRuns(t *testing.T) {
 		})
 	}
 }
+
+// With Temporal down a new record is refused with a 503 and leaves nothing behind.
+func TestRecordStartWithTemporalDown(t *testing.T) {
+	f := newFixture(t, testenv.Options{NoWorker: true})
+	f.pipeline(t, "later", "x", commandStages())
+	f.env.StopTemporal()
+	r := f.env.Do("POST", f.basePath+"/records", map[string]any{"ref": "master"})
+	wantError(t, r, http.StatusServiceUnavailable, api.ReasonUnavailable, "")
+	var list struct {
+		Metadata struct{ Total int64 } `json:"metadata"`
+	}
+	f.env.Do("GET", f.basePath+"/records", nil).JSON(t, &list)
+	if list.Metadata.Total != 0 {
+		t.Fatalf("%d records left after a failed start", list.Metadata.Total)
+	}
+	if r := f.env.Do("GET", "/readyz", nil); r.Status != http.StatusServiceUnavailable || !strings.Contains(string(r.Body), "temporal") {
+		t.Fatalf("readyz with Temporal down: %d %s", r.Status, r.Body)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
@@ -67,8 +68,14 @@ func orderedStages(selected []string, configured *model.Stages) []string {
 	return out
 }
 
+// StartTimeout bounds a start: the SDK retries an unreachable server for as long as
+// the context lets it, and a caller waiting on an HTTP answer should get a 503 instead.
+const StartTimeout = 10 * time.Second
+
 // Start starts the record's workflow and returns its run ID.
 func (s *Starter) Start(ctx context.Context, rec *model.Record, project *model.Project, p *model.Pipeline) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, StartTimeout)
+	defer cancel()
 	opts := client.StartWorkflowOptions{
 		ID:                    rec.ID,
 		TaskQueue:             s.TaskQueue,
@@ -96,6 +103,8 @@ func (s *Starter) Start(ctx context.Context, rec *model.Record, project *model.P
 // Cancel requests cancellation of a record's workflow. A workflow that already
 // finished or does not exist is not an error.
 func (s *Starter) Cancel(ctx context.Context, recordID string) error {
+	ctx, cancel := context.WithTimeout(ctx, StartTimeout)
+	defer cancel()
 	err := s.Client.CancelWorkflow(ctx, recordID, "")
 	var notFound *serviceerror.NotFound
 	if errors.As(err, &notFound) {

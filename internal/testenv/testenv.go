@@ -41,10 +41,20 @@ type Env struct {
 	MongoURI string
 	Executor executor.Executor
 
-	t      testing.TB
-	server *httptest.Server
-	single bool
-	mongo  *devstack.Mongo // nil when external
+	t        testing.TB
+	server   *httptest.Server
+	single   bool
+	mongo    *devstack.Mongo    // nil when external
+	temporal *devstack.Temporal // nil when external
+}
+
+// StopTemporal stops the embedded Temporal server, to test outages.
+func (e *Env) StopTemporal() {
+	e.t.Helper()
+	if e.temporal == nil {
+		e.t.Fatal("StopTemporal: Temporal is external")
+	}
+	e.temporal.Stop()
 }
 
 // StopMongo stops the embedded MongoDB-compatible server, to test outages.
@@ -93,6 +103,7 @@ func Start(t testing.TB, o Options) *Env {
 
 	mongoURI, temporalAddr, namespace := o.MongoURI, o.TemporalAddress, devstack.DefaultNamespace
 	var embedded *devstack.Mongo
+	var embeddedTemporal *devstack.Temporal
 	if mongoURI == "" {
 		dir := t.TempDir()
 		if o.DataDir != "" {
@@ -121,7 +132,7 @@ func Start(t testing.TB, o Options) *Env {
 			t.Fatalf("start Temporal: %v", err)
 		}
 		t.Cleanup(temporal.Stop)
-		temporalAddr, namespace = temporal.Address(), temporal.Namespace()
+		temporalAddr, namespace, embeddedTemporal = temporal.Address(), temporal.Namespace(), temporal
 	}
 
 	key := make([]byte, secrets.KeySize)
@@ -150,7 +161,7 @@ func Start(t testing.TB, o Options) *Env {
 	}
 	t.Cleanup(tc.Close)
 
-	env := &Env{Store: st, Temporal: tc, MongoURI: mongoURI, Executor: o.Executor, single: o.SingleWorker, mongo: embedded, t: t}
+	env := &Env{Store: st, Temporal: tc, MongoURI: mongoURI, Executor: o.Executor, single: o.SingleWorker, mongo: embedded, temporal: embeddedTemporal, t: t}
 	if env.Executor == nil {
 		env.Executor = local.New(t.TempDir())
 	}
