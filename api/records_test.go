@@ -507,3 +507,22 @@ func TestRecordStartWithTemporalDown(t *testing.T) {
 		t.Fatalf("readyz with Temporal down: %d %s", r.Status, r.Body)
 	}
 }
+
+// A MongoDB outage in the middle of a run loses nothing: the projection writes wait
+// for it and the record ends Success once it is back.
+func TestRecordSurvivesStoreOutage(t *testing.T) {
+	f := newFixture(t, testenv.Options{})
+	f.pipeline(t, "outage", "x", map[string]any{
+		"unitTest": map[string]any{"command": []string{"sleep 4", "echo unit-done > unit.out"}},
+		"package":  map[string]any{"command": []string{"cat unit.out"}},
+	})
+	rec := f.start(t, map[string]any{"ref": "master"})
+	f.waitStageRunning(t, rec.ID, "unitTest")
+	f.env.StopMongo()
+	time.Sleep(3 * time.Second)
+	f.env.RestartMongo()
+	done := f.waitTerminal(t, rec.ID)
+	if done.Status != model.StatusSuccess || done.StageStatus.UnitTest.Status != model.StatusSuccess || done.StageStatus.Package.Status != model.StatusSuccess {
+		t.Fatalf("record after a store outage: %+v / unit %+v / package %+v", done, done.StageStatus.UnitTest, done.StageStatus.Package)
+	}
+}

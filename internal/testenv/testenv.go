@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,6 +47,20 @@ type Env struct {
 	single   bool
 	mongo    *devstack.Mongo    // nil when external
 	temporal *devstack.Temporal // nil when external
+	mongoDir string
+}
+
+// RestartMongo starts the embedded MongoDB-compatible server again on the same data
+// and address after StopMongo: clients reconnect by themselves.
+func (e *Env) RestartMongo() {
+	e.t.Helper()
+	addr := strings.TrimSuffix(strings.TrimPrefix(e.MongoURI, "mongodb://"), "/")
+	m, err := devstack.StartMongo(context.Background(), devstack.MongoOptions{DataDir: e.mongoDir, Address: addr, Logger: Logger()})
+	if err != nil {
+		e.t.Fatalf("restart FerretDB: %v", err)
+	}
+	e.t.Cleanup(m.Stop)
+	e.mongo = m
 }
 
 // StopTemporal stops the embedded Temporal server, to test outages.
@@ -104,6 +119,7 @@ func Start(t testing.TB, o Options) *Env {
 	mongoURI, temporalAddr, namespace := o.MongoURI, o.TemporalAddress, devstack.DefaultNamespace
 	var embedded *devstack.Mongo
 	var embeddedTemporal *devstack.Temporal
+	var mongoDir string
 	if mongoURI == "" {
 		dir := t.TempDir()
 		if o.DataDir != "" {
@@ -117,7 +133,7 @@ func Start(t testing.TB, o Options) *Env {
 			t.Fatalf("start FerretDB: %v", err)
 		}
 		t.Cleanup(mongo.Stop)
-		mongoURI, embedded = mongo.URI(), mongo
+		mongoURI, embedded, mongoDir = mongo.URI(), mongo, dir
 	}
 	if temporalAddr == "" {
 		var dir string
@@ -161,7 +177,7 @@ func Start(t testing.TB, o Options) *Env {
 	}
 	t.Cleanup(tc.Close)
 
-	env := &Env{Store: st, Temporal: tc, MongoURI: mongoURI, Executor: o.Executor, single: o.SingleWorker, mongo: embedded, temporal: embeddedTemporal, t: t}
+	env := &Env{Store: st, Temporal: tc, MongoURI: mongoURI, Executor: o.Executor, single: o.SingleWorker, mongo: embedded, mongoDir: mongoDir, temporal: embeddedTemporal, t: t}
 	if env.Executor == nil {
 		env.Executor = local.New(t.TempDir())
 	}
