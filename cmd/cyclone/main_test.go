@@ -3,6 +3,9 @@ package main_test
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net"
@@ -14,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cycloneci/cyclone/internal/devstack"
 )
 
 // buildBinary compiles cyclone once for the tests of this package.
@@ -223,5 +228,88 @@ func TestServerRefusesToStartWithoutSecretKey(t *testing.T) {
 	out, err = cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "32 bytes") {
 		t.Fatalf("server accepted a bad key: %v\n%s", err, out)
+	}
+}
+
+// A worker process killed in the middle of a stage is replaced by a new one with the
+// same identity: the stage is retried there and the record ends Success.
+func TestWorkerKilledMidStage(t *testing.T) {
+	bin := buildBinary(t)
+	ctx := context.Background()
+	mongo, err := devstack.StartMongo(ctx, devstack.MongoOptions{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mongo.Stop)
+	temporal, err := devstack.StartTemporal(ctx, devstack.TemporalOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(temporal.Stop)
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	env := append(os.Environ(),
+		"CYCLONE_MONGO_URI="+mongo.URI(), "CYCLONE_TEMPORAL_ADDRESS="+temporal.Address(),
+		"CYCLONE_SECRET_KEY="+hex.EncodeToString(key), "CYCLONE_TASK_QUEUE=killtest", "CYCLONE_LOG_LEVEL=warn")
+	api := freeAddr(t)
+	start := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = env
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	start("server", "--listen", api)
+	workspaces := t.TempDir()
+	worker := start("worker", "--executor", "local", "--workspace-root", workspaces, "--worker-id", "w1")
+
+	base := "http://" + api + "/api/v1"
+	waitFor(t, func() bool {
+		resp, err := http.Get("http://" + api + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if s, b := request(t, "POST", base+"/projects", `{"name":"k","scm":{"type":"Github","server":"https://github.com"}}`); s != http.StatusCreated {
+		t.Fatalf("project: %d %s", s, b)
+	}
+	pipeline := `{"name":"p","build":{"builderImage":{"image":"x"},"stages":{
+		"unitTest":{"command":["echo attempt >> attempts.txt","sleep 3"]},
+		"package":{"command":["test $(wc -l < attempts.txt) -ge 2"]}}}}`
+	if s, b := request(t, "POST", base+"/projects/k/pipelines", pipeline); s != http.StatusCreated {
+		t.Fatalf("pipeline: %d %s", s, b)
+	}
+	s, b := request(t, "POST", base+"/projects/k/pipelines/p/records", `{"ref":"master"}`)
+	if s != http.StatusCreated {
+		t.Fatalf("record: %d %s", s, b)
+	}
+	var rec struct{ ID string }
+	_ = json.Unmarshal(b, &rec)
+	recURL := base + "/projects/k/pipelines/p/records/" + rec.ID
+	waitFor(t, func() bool {
+		_, b := request(t, "GET", recURL, "")
+		return strings.Contains(string(b), `"unitTest":{"status":"Running"`)
+	})
+	if err := worker.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = worker.Wait()
+	start("worker", "--executor", "local", "--workspace-root", workspaces, "--worker-id", "w1")
+	waitRecord(t, recURL, "Success")
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
