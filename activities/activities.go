@@ -9,6 +9,7 @@ package activities
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/cycloneci/cyclone/internal/executor"
+	"github.com/cycloneci/cyclone/internal/logs"
 	"github.com/cycloneci/cyclone/internal/model"
 	"github.com/cycloneci/cyclone/internal/store"
 )
@@ -36,9 +38,10 @@ type Store interface {
 	ProjectCredentials(ctx context.Context, projectID string) (*store.Credentials, error)
 }
 
-// LogSink opens the log of one stage (or task) of a record.
+// LogSink opens the log of one stage (or task) of a record: the writer masks the
+// target's secrets and appends after what an earlier attempt stored.
 type LogSink interface {
-	OpenLog(ctx context.Context, recordID, stage, task string) (io.WriteCloser, error)
+	OpenLog(ctx context.Context, t logs.Target) (io.WriteCloser, error)
 }
 
 // Activities holds the dependencies of every activity. Register it with a worker as
@@ -107,6 +110,14 @@ func (a *Activities) RecordStarted(ctx context.Context, recordID, runID string) 
 // FinishRecord puts the record in its final state. When nameFromTime is set and the
 // record has no name yet (no commit was checked out), it is named by its start time.
 func (a *Activities) FinishRecord(ctx context.Context, recordID, status, message string, nameFromTime bool) error {
+	err := a.finishRecord(ctx, recordID, status, message, nameFromTime)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil // the record was deleted while it ran: nothing left to project
+	}
+	return err
+}
+
+func (a *Activities) finishRecord(ctx context.Context, recordID, status, message string, nameFromTime bool) error {
 	if nameFromTime {
 		r, err := a.Store.GetRecordByID(ctx, recordID)
 		if err != nil {
@@ -145,7 +156,11 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 	go func() {
 		running <- a.Store.UpdateStage(ctx, in.Record.RecordID, model.StageUpdate{Stage: in.Stage, Status: model.StatusRunning, StartTime: &start})
 	}()
-	log, err := a.openLog(ctx, in.Record.RecordID, in.Stage)
+	secrets, err := a.runSecrets(ctx, in.Record)
+	if err != nil {
+		return err
+	}
+	log, err := a.openLog(ctx, in, "", info.Attempt, secrets)
 	if err != nil {
 		return err
 	}
@@ -173,10 +188,10 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 		update.Status = model.StatusAborted
 	case temporal.IsApplicationError(runErr) && !isRetryable(runErr):
 		update.Status = model.StatusFailed
-		update.ErrorMessage = appMessage(runErr)
+		update.ErrorMessage = logs.MaskString(appMessage(runErr), secrets)
 	default:
 		// An infrastructure error: the stage is retried and stays Running.
-		return runErr
+		return maskError(runErr, secrets)
 	}
 	// The projection write must land even when the run was cancelled.
 	writeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -190,7 +205,7 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 		return err
 	}
 	if runErr != nil {
-		return runErr
+		return maskError(runErr, secrets)
 	}
 	return closeErr
 }

@@ -15,7 +15,9 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/cycloneci/cyclone/internal/executor"
+	"github.com/cycloneci/cyclone/internal/logs"
 	"github.com/cycloneci/cyclone/internal/model"
+	"github.com/cycloneci/cyclone/internal/store"
 )
 
 func asAppErr(err error, target **temporal.ApplicationError) bool { return errors.As(err, target) }
@@ -24,11 +26,79 @@ type nopCloser struct{ io.Writer }
 
 func (nopCloser) Close() error { return nil }
 
-func (a *Activities) openLog(ctx context.Context, recordID, stage string) (io.WriteCloser, error) {
+// openLog opens the log of a stage (task "") or of one task of a multi-task stage.
+func (a *Activities) openLog(ctx context.Context, in StageInput, task string, attempt int32, secrets []string) (io.WriteCloser, error) {
 	if a.Logs == nil {
 		return nopCloser{io.Discard}, nil
 	}
-	return a.Logs.OpenLog(ctx, recordID, stage, "")
+	return a.Logs.OpenLog(ctx, logs.Target{
+		Stream: logs.Stream{
+			ProjectID: in.Record.ProjectID, PipelineID: in.Record.PipelineID, RecordID: in.Record.RecordID,
+			Stage: in.Stage, Task: task,
+		},
+		Attempt: int(attempt),
+		Secrets: secrets,
+	})
+}
+
+// runSecrets lists every secret the record's run knows, to be masked in its logs
+// and error messages: the project's SCM and registry credentials and the values of
+// the environment variables marked secret.
+func (a *Activities) runSecrets(ctx context.Context, in RecordInput) ([]string, error) {
+	var out []string
+	creds, err := a.Store.ProjectCredentials(ctx, in.ProjectID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// The project was deleted while the record runs: nothing left to open.
+	case err != nil:
+		return nil, fmt.Errorf("read the project's secrets: %w", err)
+	case creds != nil:
+		out = append(out, creds.Secrets()...)
+	}
+	if b := in.Build; b != nil {
+		var vars []model.EnvVar
+		if b.BuilderImage != nil {
+			vars = append(vars, b.BuilderImage.EnvVars...)
+		}
+		if s := b.Stages; s != nil && s.IntegrationTest != nil {
+			if s.IntegrationTest.Config != nil {
+				vars = append(vars, s.IntegrationTest.Config.EnvVars...)
+			}
+			for _, svc := range s.IntegrationTest.Services {
+				vars = append(vars, svc.EnvVars...)
+			}
+		}
+		for _, v := range vars {
+			if v.Secret && v.Value != "" {
+				out = append(out, v.Value)
+			}
+		}
+	}
+	return out, nil
+}
+
+// maskError hides secrets in an activity error's message, which Temporal keeps in
+// its history and the workflow copies into the record's errorMessage. The error
+// keeps its type and retryability.
+func maskError(err error, secrets []string) error {
+	if err == nil || len(secrets) == 0 {
+		return err
+	}
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		msg := logs.MaskString(appErr.Message(), secrets)
+		if msg == appErr.Message() {
+			return err
+		}
+		return temporal.NewApplicationErrorWithOptions(msg, appErr.Type(), temporal.ApplicationErrorOptions{NonRetryable: appErr.NonRetryable()})
+	}
+	if temporal.IsCanceledError(err) {
+		return err
+	}
+	if msg := logs.MaskString(err.Error(), secrets); msg != err.Error() {
+		return errors.New(msg)
+	}
+	return err
 }
 
 // heartbeat keeps telling Temporal the activity is alive until stop is called; a

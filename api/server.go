@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
@@ -29,6 +30,7 @@ type Config struct {
 	Logger  *slog.Logger
 	Hooks   Hooks
 	BodyMax int64
+	Logs    Logs // stored stage logs; the log endpoints answer 503 without it
 }
 
 // New builds the Echo server with every route registered.
@@ -45,7 +47,7 @@ func New(cfg Config) *echo.Echo {
 	e.Use(middleware.Recover())
 	e.Use(bodyLimit(cfg.BodyMax))
 
-	h := &handlers{store: cfg.Store, runs: cfg.Runs, hooks: cfg.Hooks, log: cfg.Logger}
+	h := &handlers{store: cfg.Store, runs: cfg.Runs, hooks: cfg.Hooks, log: cfg.Logger, logs: cfg.Logs}
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", readiness(cfg.Checks))
 
@@ -68,6 +70,8 @@ func New(cfg Config) *echo.Echo {
 	v1.GET("/projects/:project/pipelines/:pipeline/records/:record", h.getRecord)
 	v1.DELETE("/projects/:project/pipelines/:pipeline/records/:record", h.deleteRecord)
 	v1.PATCH("/projects/:project/pipelines/:pipeline/records/:record/status", h.updateRecordStatus)
+	v1.GET("/projects/:project/pipelines/:pipeline/records/:record/logs", h.getLogs)
+	v1.GET("/projects/:project/pipelines/:pipeline/records/:record/logstream", h.getLogStream)
 	return e
 }
 
@@ -76,6 +80,7 @@ type handlers struct {
 	runs  Runs
 	hooks Hooks
 	log   *slog.Logger
+	logs  Logs
 }
 
 // bodyLimit answers 413 for a body over max, before a handler reads it, and caps
@@ -88,8 +93,11 @@ func readiness(checks map[string]func(context.Context) error) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		status := map[string]string{}
 		ok := true
+		// A dependency that hangs must not hang the probe.
+		ctx, cancel := context.WithTimeout(c.Request().Context(), 5*time.Second)
+		defer cancel()
 		for name, check := range checks {
-			if err := check(c.Request().Context()); err != nil {
+			if err := check(ctx); err != nil {
 				status[name] = "unavailable: " + err.Error()
 				ok = false
 				continue

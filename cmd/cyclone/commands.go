@@ -75,7 +75,6 @@ func (c *serverCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	defer st.Close(context.Background())
 	defer tc.Close()
 	app.StartReconciler(ctx, st, tc, logger)
-	app.StartReconciler(ctx, st, tc, logger)
 	e := app.NewAPI(st, tc, c.TaskQueue, logger)
 	return app.Serve(ctx, e, c.Listen, func(addr string) { logger.Info("API listening", "address", addr) })
 }

@@ -19,6 +19,8 @@ import (
 	"github.com/cycloneci/cyclone/activities"
 	"github.com/cycloneci/cyclone/api"
 	"github.com/cycloneci/cyclone/internal/executor"
+	"github.com/cycloneci/cyclone/internal/logs"
+	"github.com/cycloneci/cyclone/internal/model"
 	"github.com/cycloneci/cyclone/internal/reconcile"
 	"github.com/cycloneci/cyclone/internal/store"
 	"github.com/cycloneci/cyclone/starter"
@@ -77,6 +79,7 @@ func NewAPI(st *store.Store, tc client.Client, taskQueue string, logger *slog.Lo
 		Store:  st,
 		Runs:   runs,
 		Logger: logger,
+		Logs:   recordLogs{Reader: &logs.Reader{Store: st, Hub: logs.ProcessHub()}, st: st},
 		Checks: map[string]func(context.Context) error{
 			"mongodb": st.Ping,
 			"temporal": func(ctx context.Context) error {
@@ -85,6 +88,18 @@ func NewAPI(st *store.Store, tc client.Client, taskQueue string, logger *slog.Lo
 			},
 		},
 	})
+}
+
+// recordLogs serves the API's log endpoints: the lines from the store (woken by the
+// writers of this process when the worker runs here too) and the records whose
+// statuses say when a log is complete.
+type recordLogs struct {
+	*logs.Reader
+	st *store.Store
+}
+
+func (l recordLogs) GetRecordByID(ctx context.Context, id string) (*model.Record, error) {
+	return l.st.GetRecordByID(ctx, id)
 }
 
 // StartReconciler closes, in the background until ctx ends, records whose workflow
@@ -104,7 +119,7 @@ type WorkerConfig struct {
 
 // NewWorker builds a worker running records on ex.
 func NewWorker(st *store.Store, tc client.Client, ex executor.Executor, cfg WorkerConfig) (*worker.Worker, error) {
-	acts := &activities.Activities{Store: st, Executor: ex}
+	acts := &activities.Activities{Store: st, Executor: ex, Logs: &logs.Sink{Store: st, Hub: logs.ProcessHub()}}
 	return worker.New(worker.Options{
 		Client:              tc,
 		TaskQueue:           cfg.TaskQueue,

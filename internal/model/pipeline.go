@@ -121,10 +121,11 @@ type BuilderImage struct {
 	EnvVars []EnvVar `json:"envVars,omitempty" bson:"envVars,omitempty"`
 }
 
-// EnvVar is a name/value pair given to a step.
+// EnvVar is a name/value pair given to a step. A Secret value is masked in logs.
 type EnvVar struct {
-	Name  string `json:"name" bson:"name"`
-	Value string `json:"value" bson:"value"`
+	Name   string `json:"name" bson:"name"`
+	Value  string `json:"value" bson:"value"`
+	Secret bool   `json:"secret,omitempty" bson:"secret,omitempty"`
 }
 
 // Stages configures each stage; a nil stage is not configured.

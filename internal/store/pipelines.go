@@ -99,6 +99,9 @@ func (s *Store) UpdatePipeline(ctx context.Context, projectID, name string, p *m
 
 // DeletePipeline deletes a pipeline and its records.
 func (s *Store) DeletePipeline(ctx context.Context, id string) error {
+	if err := s.deleteLogs(ctx, "pipelineID", id); err != nil {
+		return err
+	}
 	if _, err := s.records.DeleteMany(ctx, bson.D{{Key: "pipelineID", Value: id}}); err != nil {
 		return err
 	}

@@ -134,6 +134,9 @@ func (s *Store) UpdateProject(ctx context.Context, name string, p *model.Project
 
 // DeleteProject deletes a project with its pipelines and records.
 func (s *Store) DeleteProject(ctx context.Context, id string) error {
+	if err := s.deleteLogs(ctx, "projectID", id); err != nil {
+		return err
+	}
 	if _, err := s.records.DeleteMany(ctx, bson.D{{Key: "projectID", Value: id}}); err != nil {
 		return err
 	}

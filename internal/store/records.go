@@ -66,6 +66,9 @@ func (s *Store) ListUnfinishedRecords(ctx context.Context, startedBefore time.Ti
 
 // DeleteRecord deletes one record.
 func (s *Store) DeleteRecord(ctx context.Context, id string) error {
+	if err := s.deleteLogs(ctx, "recordID", id); err != nil {
+		return err
+	}
 	res, err := s.records.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}})
 	if err != nil {
 		return err

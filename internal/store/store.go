@@ -37,6 +37,7 @@ type Store struct {
 	projects  *mongo.Collection
 	pipelines *mongo.Collection
 	records   *mongo.Collection
+	logs      *mongo.Collection
 }
 
 // Open connects to MongoDB at uri, uses database dbName and makes sure the indexes
@@ -53,6 +54,7 @@ func Open(ctx context.Context, uri, dbName string, box *secrets.Box) (*Store, er
 	s.projects = s.db.Collection("projects")
 	s.pipelines = s.db.Collection("pipelines")
 	s.records = s.db.Collection("records")
+	s.logs = s.db.Collection("logs")
 	if err := s.Ping(ctx); err != nil {
 		_ = client.Disconnect(context.Background())
 		return nil, err
@@ -93,7 +95,7 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 			return fmt.Errorf("create index on %s: %w", spec.coll.Name(), err)
 		}
 	}
-	return nil
+	return s.ensureLogIndexes(ctx)
 }
 
 // ListOptions page and filter a list.
