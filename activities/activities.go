@@ -36,6 +36,7 @@ type Store interface {
 	FinishRecord(ctx context.Context, id, status, errorMessage string, end time.Time) error
 	GetRecordByID(ctx context.Context, id string) (*model.Record, error)
 	ProjectCredentials(ctx context.Context, projectID string) (*store.Credentials, error)
+	PipelineSecretEnv(ctx context.Context, pipelineID string) (map[string]string, error)
 }
 
 // LogSink opens the log of one stage (or task) of a record: the writer masks the
@@ -156,11 +157,11 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 	go func() {
 		running <- a.Store.UpdateStage(ctx, in.Record.RecordID, model.StageUpdate{Stage: in.Stage, Status: model.StatusRunning, StartTime: &start})
 	}()
-	secrets, err := a.runSecrets(ctx, in.Record)
+	secrets, err := a.loadSecrets(ctx, in.Record)
 	if err != nil {
 		return err
 	}
-	log, err := a.openLog(ctx, in, "", info.Attempt, secrets)
+	log, err := a.openLog(ctx, in, "", info.Attempt, secrets.mask)
 	if err != nil {
 		return err
 	}
@@ -168,15 +169,17 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 		fmt.Fprintf(log, "Stage: %s attempt %d\n", stageTitle(in.Stage), info.Attempt)
 	}
 	fmt.Fprintf(log, "Stage: %s status: start\n", stageTitle(in.Stage))
-	outcome, runErr := a.runStage(ctx, in, log)
+	outcome, runErr := a.runStage(ctx, in, secrets, log)
 	end := a.now()
 	fmt.Fprintf(log, "Stage: %s status: finish\n", stageTitle(in.Stage))
 	closeErr := log.Close()
 
-	if err := <-running; err != nil && ctx.Err() == nil {
-		return err
-	}
 	update := model.StageUpdate{Stage: in.Stage, EndTime: &end, Commit: outcome.commit}
+	if err := <-running; err != nil {
+		// The step ran all the same: the final write below carries the start time.
+		activity.GetLogger(ctx).Warn("mark stage running", "stage", in.Stage, "error", err)
+		update.StartTime = &start
+	}
 	switch {
 	case runErr == nil:
 		update.Status = model.StatusSuccess
@@ -188,26 +191,51 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 		update.Status = model.StatusAborted
 	case temporal.IsApplicationError(runErr) && !isRetryable(runErr):
 		update.Status = model.StatusFailed
-		update.ErrorMessage = logs.MaskString(appMessage(runErr), secrets)
+		update.ErrorMessage = logs.MaskString(appMessage(runErr), secrets.mask)
 	default:
 		// An infrastructure error: the stage is retried and stays Running.
-		return maskError(runErr, secrets)
+		return maskError(runErr, secrets.mask)
 	}
-	// The projection write must land even when the run was cancelled.
-	writeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	if outcome.name != "" {
-		if err := a.Store.SetRecordRunning(writeCtx, in.Record.RecordID, "", outcome.name); err != nil {
-			return err
-		}
-	}
-	if err := a.Store.UpdateStage(writeCtx, in.Record.RecordID, update); err != nil {
+	if err := a.writeOutcome(ctx, in.Record.RecordID, outcome.name, update); err != nil {
 		return err
 	}
-	if runErr != nil {
-		return maskError(runErr, secrets)
+	if closeErr != nil {
+		// Rerunning the step would not bring the lost lines back.
+		activity.GetLogger(ctx).Warn("stage log incomplete", "stage", in.Stage, "error", closeErr)
 	}
-	return closeErr
+	if runErr != nil {
+		return maskError(runErr, secrets.mask)
+	}
+	return nil
+}
+
+// outcomeRetryWindow is how long a finished stage keeps trying to record its
+// outcome through a store outage before giving up (and being retried whole).
+const outcomeRetryWindow = 2 * time.Minute
+
+// writeOutcome records a finished stage, even when the run was cancelled, retrying
+// through a brief store outage rather than running the step again.
+func (a *Activities) writeOutcome(ctx context.Context, recordID, name string, u model.StageUpdate) error {
+	writeCtx := context.WithoutCancel(ctx)
+	write := func() error {
+		c, cancel := context.WithTimeout(writeCtx, 30*time.Second)
+		defer cancel()
+		if name != "" {
+			if err := a.Store.SetRecordRunning(c, recordID, "", name); err != nil {
+				return err
+			}
+		}
+		return a.Store.UpdateStage(c, recordID, u)
+	}
+	deadline := time.Now().Add(outcomeRetryWindow)
+	for delay := 200 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+		err := write()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		activity.RecordHeartbeat(ctx)
+		time.Sleep(delay)
+	}
 }
 
 // stageOutcome is what a stage learned that the record keeps.
@@ -216,19 +244,19 @@ type stageOutcome struct {
 	name   string // the record's default name, once known
 }
 
-func (a *Activities) runStage(ctx context.Context, in StageInput, log io.Writer) (stageOutcome, error) {
+func (a *Activities) runStage(ctx context.Context, in StageInput, secrets runSecrets, log io.Writer) (stageOutcome, error) {
 	stages := in.Record.Build.Stages
 	switch in.Stage {
 	case model.StageCodeCheckout:
 		return a.codeCheckout(ctx, in, log)
 	case model.StageUnitTest:
-		return stageOutcome{}, a.runCommands(ctx, in, stages.UnitTest.Command, log)
+		return stageOutcome{}, a.runCommands(ctx, in, stages.UnitTest.Command, secrets, log)
 	case model.StagePackage:
-		return stageOutcome{}, a.runCommands(ctx, in, stages.Package.Command, log)
+		return stageOutcome{}, a.runCommands(ctx, in, stages.Package.Command, secrets, log)
 	case model.StageCodeScan:
 		// The spec's create body allows a plain command scan; SonarQube comes later.
 		if stages.CodeScan.SonarQube == nil && len(stages.CodeScan.Command) > 0 {
-			return stageOutcome{}, a.runCommands(ctx, in, stages.CodeScan.Command, log)
+			return stageOutcome{}, a.runCommands(ctx, in, stages.CodeScan.Command, secrets, log)
 		}
 	}
 	msg := fmt.Sprintf("stage %s is not implemented yet", in.Stage)

@@ -41,40 +41,41 @@ func (a *Activities) openLog(ctx context.Context, in StageInput, task string, at
 	})
 }
 
-// runSecrets lists every secret the record's run knows, to be masked in its logs
-// and error messages: the project's SCM and registry credentials and the values of
-// the environment variables marked secret.
-func (a *Activities) runSecrets(ctx context.Context, in RecordInput) ([]string, error) {
-	var out []string
+// runSecrets are the secrets a record's run knows: opened for the steps that need
+// them, and masked in its logs and error messages.
+type runSecrets struct {
+	// mask lists every secret value: the project's SCM and registry credentials
+	// and the pipeline's secret environment variables.
+	mask []string
+	// env holds the secret environment variables' values by model.EnvVarRef.Path;
+	// the workflow's snapshot of the build carries them empty.
+	env map[string]string
+}
+
+// loadSecrets opens the record's secrets. A project or pipeline deleted while the
+// record runs has none left.
+func (a *Activities) loadSecrets(ctx context.Context, in RecordInput) (runSecrets, error) {
+	var rs runSecrets
 	creds, err := a.Store.ProjectCredentials(ctx, in.ProjectID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		// The project was deleted while the record runs: nothing left to open.
 	case err != nil:
-		return nil, fmt.Errorf("read the project's secrets: %w", err)
-	case creds != nil:
-		out = append(out, creds.Secrets()...)
+		return rs, fmt.Errorf("read the project's secrets: %w", err)
+	default:
+		rs.mask = append(rs.mask, creds.Secrets()...)
 	}
-	if b := in.Build; b != nil {
-		var vars []model.EnvVar
-		if b.BuilderImage != nil {
-			vars = append(vars, b.BuilderImage.EnvVars...)
-		}
-		if s := b.Stages; s != nil && s.IntegrationTest != nil {
-			if s.IntegrationTest.Config != nil {
-				vars = append(vars, s.IntegrationTest.Config.EnvVars...)
-			}
-			for _, svc := range s.IntegrationTest.Services {
-				vars = append(vars, svc.EnvVars...)
-			}
-		}
-		for _, v := range vars {
-			if v.Secret && v.Value != "" {
-				out = append(out, v.Value)
-			}
+	rs.env, err = a.Store.PipelineSecretEnv(ctx, in.PipelineID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return rs, fmt.Errorf("read the pipeline's secrets: %w", err)
+	}
+	for _, v := range rs.env {
+		if v != "" {
+			rs.mask = append(rs.mask, v)
 		}
 	}
-	return out, nil
+	return rs, nil
 }
 
 // maskError hides secrets in an activity error's message, which Temporal keeps in
@@ -139,7 +140,10 @@ func shellScript(commands []string) string {
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-func envList(in RecordInput, vars []model.EnvVar) []string {
+// envList is the environment of a step: Cyclone's own variables, then the
+// pipeline's for that step (prefix names where they are, see model.EnvVarRef), with
+// secret values filled in from the store.
+func envList(in RecordInput, prefix string, vars []model.EnvVar, secretEnv map[string]string) []string {
 	env := []string{
 		"CYCLONE_PROJECT=" + in.Project,
 		"CYCLONE_PIPELINE=" + in.Pipeline,
@@ -147,20 +151,24 @@ func envList(in RecordInput, vars []model.EnvVar) []string {
 		"CYCLONE_REF=" + in.Params.Ref,
 	}
 	for _, v := range vars {
-		env = append(env, v.Name+"="+v.Value)
+		value := v.Value
+		if v.Secret {
+			value = secretEnv[prefix+"["+v.Name+"]"]
+		}
+		env = append(env, v.Name+"="+value)
 	}
 	return env
 }
 
 // runCommands runs a command stage's commands in the builder image.
-func (a *Activities) runCommands(ctx context.Context, in StageInput, commands []string, log io.Writer) error {
+func (a *Activities) runCommands(ctx context.Context, in StageInput, commands []string, secrets runSecrets, log io.Writer) error {
 	img := in.Record.Build.BuilderImage
 	step := executor.Step{
 		Name:    in.Stage,
 		Stage:   in.Stage,
 		Image:   img.Image,
 		Command: []string{"/bin/sh", "-c", shellScript(commands)},
-		Env:     envList(in.Record, img.EnvVars),
+		Env:     envList(in.Record, "builderImage.envVars", img.EnvVars, secrets.env),
 	}
 	return a.runStep(ctx, in.Env, step, log)
 }

@@ -48,6 +48,7 @@ func (h *handlers) listPipelines(c echo.Context) error {
 	}
 	items := make([]*model.ListedPipeline, 0, len(pipelines))
 	for _, p := range pipelines {
+		p.Redact()
 		lp := &model.ListedPipeline{Pipeline: p}
 		for _, q := range []struct {
 			n      int64
@@ -100,6 +101,7 @@ func (h *handlers) createPipeline(c echo.Context) error {
 		}
 		return err
 	}
+	p.Redact()
 	return c.JSON(http.StatusCreated, p)
 }
 
@@ -108,6 +110,7 @@ func (h *handlers) getPipeline(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	p.Redact()
 	return c.JSON(http.StatusOK, p)
 }
 
@@ -126,6 +129,7 @@ func (h *handlers) updatePipeline(c echo.Context) error {
 		}
 		return err
 	}
+	p.Redact()
 	return c.JSON(http.StatusOK, p)
 }
 

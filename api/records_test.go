@@ -526,3 +526,53 @@ func TestRecordSurvivesStoreOutage(t *testing.T) {
 		t.Fatalf("record after a store outage: %+v / unit %+v / package %+v", done, done.StageStatus.UnitTest, done.StageStatus.Package)
 	}
 }
+
+// A secret environment variable reaches the step, and nothing else: it is sealed at
+// rest, never returned, kept out of the workflow history and masked in the log.
+func TestSecretEnvVar(t *testing.T) {
+	f := newFixture(t, testenv.Options{})
+	const secret = "hunter2-very-secret"
+	body := map[string]any{"name": "secretive", "build": map[string]any{
+		"builderImage": map[string]any{"image": "x", "envVars": []any{
+			map[string]any{"name": "PLAIN", "value": "visible"},
+			map[string]any{"name": "TOKEN", "value": secret, "secret": true},
+		}},
+		// The log line shows "token is ********" only if $TOKEN held the secret.
+		"stages": map[string]any{"unitTest": map[string]any{"command": []string{
+			`echo "token is $TOKEN"`, `echo "plain is $PLAIN"`}}},
+	}}
+	r := f.env.Do("POST", "/api/v1/projects/demo/pipelines", body)
+	wantStatus(t, r, http.StatusCreated)
+	f.basePath = "/api/v1/projects/demo/pipelines/secretive"
+	for _, resp := range []*testenv.Response{r, f.env.Do("GET", f.basePath, nil), f.env.Do("GET", "/api/v1/projects/demo/pipelines", nil)} {
+		if strings.Contains(string(resp.Body), secret) || !strings.Contains(string(resp.Body), `"valueSet":true`) {
+			t.Fatalf("pipeline response leaks the secret or hides that it is set: %s", resp.Body)
+		}
+	}
+	// An update that leaves the value empty keeps it.
+	body["description"] = "edited"
+	body["build"].(map[string]any)["builderImage"].(map[string]any)["envVars"].([]any)[1].(map[string]any)["value"] = ""
+	wantStatus(t, f.env.Do("PUT", f.basePath, body), http.StatusOK)
+
+	rec := f.start(t, map[string]any{"ref": "master"})
+	done := f.waitTerminal(t, rec.ID)
+	if done.Status != model.StatusSuccess {
+		t.Fatalf("the step did not get the secret: %+v / %+v", done, done.StageStatus.UnitTest)
+	}
+	logResp := f.env.Do("GET", f.basePath+"/records/"+rec.ID+"/logs?stage=unitTest", nil)
+	wantStatus(t, logResp, http.StatusOK)
+	if strings.Contains(string(logResp.Body), secret) || !strings.Contains(string(logResp.Body), "token is ********") ||
+		!strings.Contains(string(logResp.Body), "plain is visible") {
+		t.Fatalf("log: %s", logResp.Body)
+	}
+	iter := f.env.Temporal.GetWorkflowHistory(context.Background(), rec.ID, "", false, 0)
+	for iter.HasNext() {
+		ev, err := iter.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(ev.String(), secret) {
+			t.Fatalf("workflow history event %s holds the secret", ev.EventType)
+		}
+	}
+}

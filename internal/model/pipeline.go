@@ -123,9 +123,70 @@ type BuilderImage struct {
 
 // EnvVar is a name/value pair given to a step. A Secret value is masked in logs.
 type EnvVar struct {
-	Name   string `json:"name" bson:"name"`
-	Value  string `json:"value" bson:"value"`
-	Secret bool   `json:"secret,omitempty" bson:"secret,omitempty"`
+	Name  string `json:"name" bson:"name"`
+	Value string `json:"value" bson:"value"`
+	// Secret values are sealed at rest, never returned (ValueSet says one is
+	// stored), kept out of workflow histories and masked in logs.
+	Secret      bool   `json:"secret,omitempty" bson:"secret,omitempty"`
+	ValueSet    bool   `json:"valueSet,omitempty" bson:"-"`
+	SealedValue []byte `json:"-" bson:"sealedValue,omitempty"`
+}
+
+// EnvVarRef locates an environment variable of a pipeline; Path is stable across
+// edits that reorder the list (it names the variable, not its index).
+type EnvVarRef struct {
+	Path string
+	Var  *EnvVar
+}
+
+// EnvVarRefs lists every environment variable of the build: the builder image's,
+// the integration test's and its services'.
+func (b *Build) EnvVarRefs() []EnvVarRef {
+	if b == nil {
+		return nil
+	}
+	var out []EnvVarRef
+	add := func(prefix string, vars []EnvVar) {
+		for i := range vars {
+			out = append(out, EnvVarRef{Path: prefix + "[" + vars[i].Name + "]", Var: &vars[i]})
+		}
+	}
+	if b.BuilderImage != nil {
+		add("builderImage.envVars", b.BuilderImage.EnvVars)
+	}
+	if s := b.Stages; s != nil && s.IntegrationTest != nil {
+		if c := s.IntegrationTest.Config; c != nil {
+			add("integrationTest.config.envVars", c.EnvVars)
+		}
+		for _, svc := range s.IntegrationTest.Services {
+			add("integrationTest.services["+svc.Name+"].envVars", svc.EnvVars)
+		}
+	}
+	return out
+}
+
+// Redact clears secret values and flags which are stored, so the pipeline can be
+// rendered to a client.
+func (p *Pipeline) Redact() {
+	for _, ref := range p.Build.EnvVarRefs() {
+		if ref.Var.Secret {
+			ref.Var.Value = ""
+			ref.Var.ValueSet = len(ref.Var.SealedValue) > 0
+		}
+	}
+	for i := range codeSourcesOf(p) {
+		if o := p.Build.Stages.CodeCheckout.CodeSources[i].OtherCodeSource; o != nil {
+			o.Password = ""
+			o.PasswordSet = len(o.SealedPassword) > 0
+		}
+	}
+}
+
+func codeSourcesOf(p *Pipeline) []CodeSource {
+	if p.Build == nil || p.Build.Stages == nil || p.Build.Stages.CodeCheckout == nil {
+		return nil
+	}
+	return p.Build.Stages.CodeCheckout.CodeSources
 }
 
 // Stages configures each stage; a nil stage is not configured.

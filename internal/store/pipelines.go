@@ -19,9 +19,12 @@ func codeSources(p *model.Pipeline) []model.CodeSource {
 	return p.Build.Stages.CodeCheckout.CodeSources
 }
 
-// sealPipeline seals code source passwords; an empty one keeps the old value of the
-// source at the same position with the same URL.
+// sealPipeline seals code source passwords and secret environment variables; an
+// empty one keeps what old had at the same place (same source URL, same variable).
 func (s *Store) sealPipeline(p, old *model.Pipeline) error {
+	if err := s.sealEnvVars(p, old); err != nil {
+		return err
+	}
 	oldSources := codeSources(old)
 	for i, src := range codeSources(p) {
 		o := src.OtherCodeSource
@@ -39,6 +42,51 @@ func (s *Store) sealPipeline(p, old *model.Pipeline) error {
 		o.SealedPassword = sealed
 	}
 	return nil
+}
+
+func (s *Store) sealEnvVars(p, old *model.Pipeline) error {
+	kept := map[string][]byte{}
+	if old != nil {
+		for _, ref := range old.Build.EnvVarRefs() {
+			kept[ref.Path] = ref.Var.SealedValue
+		}
+	}
+	for _, ref := range p.Build.EnvVarRefs() {
+		v := ref.Var
+		if !v.Secret {
+			v.SealedValue = nil
+			continue
+		}
+		sealed, err := s.seal(v.Value, envVarAD(p.ID, ref.Path), kept[ref.Path])
+		if err != nil {
+			return err
+		}
+		v.SealedValue, v.Value = sealed, ""
+	}
+	return nil
+}
+
+func envVarAD(pipelineID, path string) string { return "pipelines/" + pipelineID + "/" + path }
+
+// PipelineSecretEnv opens the values of a pipeline's secret environment variables,
+// keyed by model.EnvVarRef.Path.
+func (s *Store) PipelineSecretEnv(ctx context.Context, pipelineID string) (map[string]string, error) {
+	p, err := s.GetPipelineByID(ctx, pipelineID)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, ref := range p.Build.EnvVarRefs() {
+		if !ref.Var.Secret {
+			continue
+		}
+		v, err := s.open(ref.Var.SealedValue, envVarAD(p.ID, ref.Path))
+		if err != nil {
+			return nil, err
+		}
+		out[ref.Path] = v
+	}
+	return out, nil
 }
 
 func codeSourceAD(pipelineID string, i int) string {
