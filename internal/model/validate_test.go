@@ -1,0 +1,106 @@
+package model_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/cycloneci/cyclone/internal/model"
+)
+
+func TestValidName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"demo": true, "a": true, "my-app.v2_x": true, "0day": true,
+		"": false, "Demo": false, "-demo": false, "demo-": false, "de--mo": false, "de mo": false,
+		strings.Repeat("a", model.MaxNameLength): true, strings.Repeat("a", model.MaxNameLength+1): false,
+	} {
+		if got := model.ValidName(name); got != want {
+			t.Errorf("ValidName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestNameFromAlias(t *testing.T) {
+	for alias, want := range map[string]string{
+		"My Project":      "my-project",
+		"  Hello, World!": "hello-world",
+		"already-fine":    "already-fine",
+		"!!!":             "",
+		"Ünïcode Näme":    "n-code-n-me",
+	} {
+		if got := model.NameFromAlias(alias); got != want {
+			t.Errorf("NameFromAlias(%q) = %q, want %q", alias, got, want)
+		}
+	}
+	if got := model.NameFromAlias(strings.Repeat("x", 200)); !model.ValidName(got) || len(got) > model.MaxNameLength-7 {
+		t.Errorf("long alias gave %q", got)
+	}
+}
+
+func TestValidateRef(t *testing.T) {
+	good := []string{"master", "refs/heads/main", "refs/tags/v1.0.0", "feature/x-y", "a1b2c3d"}
+	bad := []string{"", "--upload-pack=x", "-x", "a..b", "a b", "a\x01b", "a~1", "a^", "a:b", "a?", "a*", "a[", `a\b`,
+		"a.lock", "a/", "/a", "a//b", "a/.b", "@", "a@{1}", "a."}
+	for _, ref := range good {
+		if err := model.ValidateRef("ref", ref); err != nil {
+			t.Errorf("ValidateRef(%q): %v", ref, err)
+		}
+	}
+	for _, ref := range bad {
+		err := model.ValidateRef("ref", ref)
+		var fe *model.FieldError
+		if !errors.As(err, &fe) || fe.Field != "ref" {
+			t.Errorf("ValidateRef(%q) = %v, want a FieldError on ref", ref, err)
+		}
+	}
+}
+
+func TestProjectNormalize(t *testing.T) {
+	p := &model.Project{Name: "p", SCM: &model.SCMConfig{Type: "gItLaB", Server: "https://gitlab.com"}}
+	if err := p.NormalizeAndValidate(); err != nil || p.SCM.Type != model.SCMGitlab {
+		t.Fatalf("got %v, type %q", err, p.SCM.Type)
+	}
+	p.Description = strings.Repeat("é", 100) // characters, not bytes
+	if err := p.NormalizeAndValidate(); err != nil {
+		t.Fatalf("100 characters refused: %v", err)
+	}
+}
+
+func TestStagesOrderAndAllowFailure(t *testing.T) {
+	s := &model.Stages{
+		ImageRelease: &model.ImageReleaseStage{AllowFailure: true},
+		Package:      &model.CommandStage{Command: []string{"x"}, AllowFailure: true},
+		UnitTest:     &model.CommandStage{Command: []string{"x"}, AllowFailure: true},
+		CodeCheckout: &model.CodeCheckoutStage{},
+	}
+	got := strings.Join(s.Configured(), ",")
+	if got != "codeCheckout,unitTest,package,imageRelease" {
+		t.Fatalf("Configured() = %s", got)
+	}
+	for stage, want := range map[string]bool{"package": true, "imageRelease": true, "unitTest": false, "codeCheckout": false, "codeScan": false} {
+		if s.AllowFailure(stage) != want {
+			t.Errorf("AllowFailure(%s) = %v, want %v (unitTest and codeCheckout may never fail)", stage, !want, want)
+		}
+	}
+}
+
+func TestRepoURLs(t *testing.T) {
+	pipeline := func(url string) *model.Pipeline {
+		return &model.Pipeline{Name: "p", Build: &model.Build{
+			BuilderImage: &model.BuilderImage{Image: "x"},
+			Stages: &model.Stages{CodeCheckout: &model.CodeCheckoutStage{CodeSources: []model.CodeSource{
+				{Type: "Github", Main: true, GitHub: &model.GitSource{URL: url}},
+			}}},
+		}}
+	}
+	for url, ok := range map[string]bool{
+		"https://github.com/a/b.git": true, "http://10.0.0.1:3000/a.git": true, "ssh://git@host/a.git": true,
+		"git@github.com:a/b.git": true, "svn://host/repo": true,
+		"/etc": false, "file:///etc": false, "ftp://host/a": false, "--upload-pack=x": false, "": false,
+	} {
+		err := pipeline(url).NormalizeAndValidate()
+		if (err == nil) != ok {
+			t.Errorf("repository URL %q: error %v, want ok=%v", url, err, ok)
+		}
+	}
+}
