@@ -41,8 +41,12 @@ func TestSealOpen(t *testing.T) {
 		"other document": func() (string, error) { return b.Open(sealed, "projects/2/scm.token") },
 		"other field":    func() (string, error) { return b.Open(sealed, "projects/1/scm.password") },
 		"other key":      func() (string, error) { return box(t, 2).Open(sealed, "projects/1/scm.token") },
-		"tampered":       func() (string, error) { s := bytes.Clone(sealed); s[len(s)-1] ^= 1; return b.Open(s, "projects/1/scm.token") },
-		"truncated":      func() (string, error) { return b.Open(sealed[:5], "projects/1/scm.token") },
+		"tampered": func() (string, error) {
+			s := bytes.Clone(sealed)
+			s[len(s)-1] ^= 1
+			return b.Open(s, "projects/1/scm.token")
+		},
+		"truncated": func() (string, error) { return b.Open(sealed[:5], "projects/1/scm.token") },
 	} {
 		if got, err := open(); !errors.Is(err, secrets.ErrOpen) || got != "" {
 			t.Errorf("%s: Open = %q, %v; want ErrOpen and nothing", name, got, err)
