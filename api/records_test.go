@@ -13,6 +13,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/workflowservice/v1"
 
 	"github.com/cycloneci/cyclone/api"
 	"github.com/cycloneci/cyclone/internal/executor"
@@ -151,6 +152,14 @@ func TestRecordLocalExecutor(t *testing.T) {
 
 	rec := f.start(t, map[string]any{"ref": "master"})
 	f.checkSuccess(t, f.waitTerminal(t, rec.ID))
+
+	t.Run("search attributes find the run in Temporal", func(t *testing.T) {
+		query := fmt.Sprintf("CyclonePipeline = 'local' AND CycloneProject = 'demo' AND CycloneRecord = '%s' AND CycloneTrigger = 'user'", rec.ID)
+		waitUntil(t, "the run to be listed by its search attributes", func() bool {
+			resp, err := f.env.Temporal.ListWorkflow(context.Background(), &workflowservice.ListWorkflowExecutionsRequest{Query: query})
+			return err == nil && len(resp.Executions) == 1 && resp.Executions[0].Execution.WorkflowId == rec.ID
+		})
+	})
 
 	t.Run("list newest first", func(t *testing.T) {
 		second := f.start(t, map[string]any{"ref": "refs/heads/master", "name": "v1.0.0", "description": "second"})

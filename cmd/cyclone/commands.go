@@ -75,7 +75,7 @@ func (c *serverCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	defer st.Close(context.Background())
 	defer tc.Close()
 	app.StartReconciler(ctx, st, tc, logger)
-	e := app.NewAPI(st, tc, c.TaskQueue, logger)
+	e := app.NewAPI(st, tc, c.TemporalNamespace, c.TaskQueue, logger)
 	return app.Serve(ctx, e, c.Listen, func(addr string) { logger.Info("API listening", "address", addr) })
 }
 
@@ -234,7 +234,7 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	defer w.Stop()
 
 	app.StartReconciler(ctx, st, tc, logger)
-	e := app.NewAPI(st, tc, c.TaskQueue, logger)
+	e := app.NewAPI(st, tc, tsrv.Namespace(), c.TaskQueue, logger)
 	return app.Serve(ctx, e, c.Listen, func(addr string) {
 		fmt.Printf(`Cyclone is running (started in %s).
   API:          http://%s/api/v1

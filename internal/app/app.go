@@ -22,6 +22,7 @@ import (
 	"github.com/cycloneci/cyclone/internal/logs"
 	"github.com/cycloneci/cyclone/internal/model"
 	"github.com/cycloneci/cyclone/internal/reconcile"
+	"github.com/cycloneci/cyclone/internal/searchattr"
 	"github.com/cycloneci/cyclone/internal/store"
 	"github.com/cycloneci/cyclone/starter"
 	"github.com/cycloneci/cyclone/worker"
@@ -72,9 +73,10 @@ func (f levelFilter) WithGroup(n string) slog.Handler {
 }
 
 // NewAPI builds the HTTP API on a store and a Temporal client.
-func NewAPI(st *store.Store, tc client.Client, taskQueue string, logger *slog.Logger) *echo.Echo {
+func NewAPI(st *store.Store, tc client.Client, namespace, taskQueue string, logger *slog.Logger) *echo.Echo {
 	runs := starter.New(tc)
 	runs.TaskQueue = taskQueue
+	runs.SearchAttributes = searchAttributesReady(tc, namespace, logger)
 	return api.New(api.Config{
 		Store:  st,
 		Runs:   runs,
@@ -100,6 +102,21 @@ type recordLogs struct {
 
 func (l recordLogs) GetRecordByID(ctx context.Context, id string) (*model.Record, error) {
 	return l.st.GetRecordByID(ctx, id)
+}
+
+// searchAttributesReady makes sure the namespace has Cyclone's search attributes.
+// Without them (a cluster where this client may not add them) records still run,
+// only without the attributes, and the operator is told how to add them.
+func searchAttributesReady(tc client.Client, namespace string, logger *slog.Logger) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := searchattr.Ensure(ctx, tc, namespace); err != nil {
+		logger.Warn("records will start without the Cyclone search attributes; add them with "+
+			"`temporal operator search-attribute create --name CycloneProject --type Keyword` (and CyclonePipeline, CycloneRecord, CycloneTrigger)",
+			"error", err)
+		return false
+	}
+	return true
 }
 
 // StartReconciler closes, in the background until ctx ends, records whose workflow

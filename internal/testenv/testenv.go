@@ -184,7 +184,7 @@ func Start(t testing.TB, o Options) *Env {
 	if !o.NoWorker {
 		env.Worker = env.StartWorker(o.WorkerID)
 	}
-	env.server = httptest.NewServer(app.NewAPI(st, tc, TaskQueue, logger))
+	env.server = httptest.NewServer(app.NewAPI(st, tc, namespace, TaskQueue, logger))
 	t.Cleanup(env.server.Close)
 	env.URL = env.server.URL
 	return env
