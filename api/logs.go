@@ -455,7 +455,7 @@ func performedStages(rec *model.Record, p *model.Pipeline) []string {
 	}
 	var out []string
 	for _, s := range model.StageOrder {
-		if want[s] || stageStatusOf(rec, s) != nil {
+		if want[s] || rec.StageStatus.Of(s) != nil {
 			out = append(out, s)
 		}
 	}
@@ -464,39 +464,6 @@ func performedStages(rec *model.Record, p *model.Pipeline) []string {
 
 func isMultiTask(stage string) bool {
 	return stage == model.StageImageBuild || stage == model.StageImageRelease
-}
-
-// stageStatusOf returns the status of a stage, or nil when it has none yet.
-func stageStatusOf(rec *model.Record, stage string) *model.GeneralStageStatus {
-	ss := rec.StageStatus
-	if ss == nil {
-		return nil
-	}
-	switch stage {
-	case model.StageCodeCheckout:
-		if ss.CodeCheckout != nil {
-			return &ss.CodeCheckout.GeneralStageStatus
-		}
-	case model.StageUnitTest:
-		return ss.UnitTest
-	case model.StageCodeScan:
-		if ss.CodeScan != nil {
-			return &ss.CodeScan.GeneralStageStatus
-		}
-	case model.StagePackage:
-		return ss.Package
-	case model.StageImageBuild:
-		if ss.ImageBuild != nil {
-			return &ss.ImageBuild.GeneralStageStatus
-		}
-	case model.StageIntegrationTest:
-		return ss.IntegrationTest
-	case model.StageImageRelease:
-		if ss.ImageRelease != nil {
-			return &ss.ImageRelease.GeneralStageStatus
-		}
-	}
-	return nil
 }
 
 func taskStatuses(rec *model.Record, stage string) []model.TaskStatus {
@@ -545,7 +512,7 @@ func configuredTasks(p *model.Pipeline, stage string) []string {
 // stageOver reports that no line will be added to the stage's log: the stage has a
 // final status, or the record is over (a stage that never started never will).
 func stageOver(rec *model.Record, stage string) bool {
-	if st := stageStatusOf(rec, stage); st != nil && model.IsTerminal(st.Status) {
+	if st := rec.StageStatus.Of(stage); st != nil && model.IsTerminal(st.Status) {
 		return true
 	}
 	return model.IsTerminal(rec.Status)

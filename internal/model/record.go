@@ -134,3 +134,35 @@ type StageUpdate struct {
 	EndTime      *time.Time `json:"endTime,omitempty"`
 	Commit       *Commit    `json:"commit,omitempty"`
 }
+
+// Of returns the status of the named stage, or nil when the record has none for it.
+func (ss *StageStatus) Of(stage string) *GeneralStageStatus {
+	if ss == nil {
+		return nil
+	}
+	switch stage {
+	case StageCodeCheckout:
+		if ss.CodeCheckout != nil {
+			return &ss.CodeCheckout.GeneralStageStatus
+		}
+	case StageUnitTest:
+		return ss.UnitTest
+	case StageCodeScan:
+		if ss.CodeScan != nil {
+			return &ss.CodeScan.GeneralStageStatus
+		}
+	case StagePackage:
+		return ss.Package
+	case StageImageBuild:
+		if ss.ImageBuild != nil {
+			return &ss.ImageBuild.GeneralStageStatus
+		}
+	case StageIntegrationTest:
+		return ss.IntegrationTest
+	case StageImageRelease:
+		if ss.ImageRelease != nil {
+			return &ss.ImageRelease.GeneralStageStatus
+		}
+	}
+	return nil
+}

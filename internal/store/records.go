@@ -146,34 +146,9 @@ func (s *Store) updateUnfinished(ctx context.Context, id string, set bson.D) err
 }
 
 func unfinishedStages(ss *model.StageStatus) []string {
-	if ss == nil {
-		return nil
-	}
-	statuses := map[string]string{}
-	if ss.CodeCheckout != nil {
-		statuses[model.StageCodeCheckout] = ss.CodeCheckout.Status
-	}
-	if ss.UnitTest != nil {
-		statuses[model.StageUnitTest] = ss.UnitTest.Status
-	}
-	if ss.CodeScan != nil {
-		statuses[model.StageCodeScan] = ss.CodeScan.Status
-	}
-	if ss.Package != nil {
-		statuses[model.StagePackage] = ss.Package.Status
-	}
-	if ss.ImageBuild != nil {
-		statuses[model.StageImageBuild] = ss.ImageBuild.Status
-	}
-	if ss.IntegrationTest != nil {
-		statuses[model.StageIntegrationTest] = ss.IntegrationTest.Status
-	}
-	if ss.ImageRelease != nil {
-		statuses[model.StageImageRelease] = ss.ImageRelease.Status
-	}
 	var out []string
 	for _, name := range model.StageOrder {
-		if st, ok := statuses[name]; ok && !model.IsTerminal(st) {
+		if st := ss.Of(name); st != nil && !model.IsTerminal(st.Status) {
 			out = append(out, name)
 		}
 	}
