@@ -162,6 +162,23 @@ func TestDevKeepsDataAcrossRestarts(t *testing.T) {
 	var rec struct{ ID, Status string }
 	_ = json.Unmarshal(data, &rec)
 	waitRecord(t, dev.apiURL+"/api/v1/projects/kept/pipelines/p/records/"+rec.ID, "Success")
+
+	// A record in flight when dev stops carries on after the restart.
+	slow := `{"name":"slow","build":{"builderImage":{"image":"x"},"stages":{"unitTest":{"command":["sleep 2","echo done"]},"package":{"command":["echo packaged"]}}}}`
+	if status, data := request(t, "POST", dev.apiURL+"/api/v1/projects/kept/pipelines", slow); status != http.StatusCreated {
+		t.Fatalf("create pipeline: %d %s", status, data)
+	}
+	status, data = request(t, "POST", dev.apiURL+"/api/v1/projects/kept/pipelines/slow/records", `{"ref":"master"}`)
+	if status != http.StatusCreated {
+		t.Fatalf("create record: %d %s", status, data)
+	}
+	var inFlight struct{ ID string }
+	_ = json.Unmarshal(data, &inFlight)
+	inFlightURL := dev.apiURL + "/api/v1/projects/kept/pipelines/slow/records/" + inFlight.ID
+	waitFor(t, func() bool {
+		_, b := request(t, "GET", inFlightURL, "")
+		return strings.Contains(string(b), `"unitTest":{"status":"Running"`)
+	})
 	dev.stop(t)
 
 	if _, err := os.Stat(filepath.Join(dataDir, "secret.key")); err != nil {
@@ -177,6 +194,7 @@ func TestDevKeepsDataAcrossRestarts(t *testing.T) {
 		t.Fatalf("project after restart: %s", data)
 	}
 	waitRecord(t, dev.apiURL+"/api/v1/projects/kept/pipelines/p/records/"+rec.ID, "Success")
+	waitRecord(t, inFlightURL, "Success")
 	dev.stop(t)
 }
 
