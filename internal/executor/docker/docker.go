@@ -12,7 +12,8 @@
 // The engine must therefore see the worker's file system at the same paths (the worker
 // runs on the engine's host, or shares root with it at the same path).
 //
-// Run never pulls images: a step's image must already be on the engine. Everything
+// Run pulls a step's image when the engine lacks it (anonymously; registry
+// credentials come with the image-release work). Everything
 // created carries the record's labels (executor.Record.Labels), which is how Teardown
 // finds leftover containers.
 package docker
@@ -33,11 +34,13 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/strslice"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/jsonmessage"
 	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/cycloneci/cyclone/internal/executor"
@@ -295,10 +298,12 @@ func (e *Executor) Run(ctx context.Context, env executor.Environment, step execu
 	}
 
 	if _, err := e.cli.ImageInspect(ctx, step.Image); err != nil {
-		if cerrdefs.IsNotFound(err) {
-			return fail("image %s not found on the Docker engine (images are never pulled; build or load it first)", step.Image)
+		if !cerrdefs.IsNotFound(err) {
+			return fail("inspect image %s: %w", step.Image, err)
 		}
-		return fail("inspect image %s: %w", step.Image, err)
+		if err := e.pull(ctx, step.Image, out); err != nil {
+			return fail("image %s not found on the Docker engine and it could not be pulled: %w", step.Image, err)
+		}
 	}
 
 	// Clean-up calls must work when ctx is cancelled.
@@ -452,4 +457,16 @@ func startExitCode(err error) (int, bool) {
 		return 126, true
 	}
 	return 0, false
+}
+
+// pull fetches an image the engine lacks, saying so in the step's log.
+func (e *Executor) pull(ctx context.Context, ref string, out io.Writer) error {
+	fmt.Fprintf(out, "Pulling image %s\n", ref)
+	rc, err := e.cli.ImagePull(ctx, ref, image.PullOptions{})
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	// The progress stream reports a failed pull as an error message in it.
+	return jsonmessage.DisplayJSONMessagesStream(rc, io.Discard, 0, false, nil)
 }

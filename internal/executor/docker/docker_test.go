@@ -228,7 +228,7 @@ func TestRunErrors(t *testing.T) {
 		step    executor.Step
 		wantErr string
 	}{
-		{"missing image", executor.Step{Name: "img", Image: "cyclone-test/no-such-image:1", Command: []string{"true"}}, "image cyclone-test/no-such-image:1 not found on the Docker engine"},
+		{"missing image", executor.Step{Name: "img", Image: "cyclone-test/no-such-image:1", Command: []string{"true"}}, "image cyclone-test/no-such-image:1 not found on the Docker engine and it could not be pulled"},
 		{"work dir escapes", executor.Step{Name: "escape", Image: f.image, Command: []string{"true"}, WorkDir: "../x"}, "not inside the workspace"},
 		{"absolute work dir", executor.Step{Name: "abs", Image: f.image, Command: []string{"true"}, WorkDir: "/etc"}, "not inside the workspace"},
 		{"no command", executor.Step{Name: "empty", Image: f.image}, "no command"},
