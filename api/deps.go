@@ -31,6 +31,7 @@ type Store interface {
 	ListRecords(ctx context.Context, pipelineID string, o store.ListOptions) ([]*model.Record, int64, error)
 	RecentRecords(ctx context.Context, pipelineID, status string, n int64) ([]*model.Record, error)
 	DeleteRecord(ctx context.Context, id string) error
+	RecordStats(ctx context.Context, q store.StatsQuery) ([]store.DayStats, error)
 }
 
 // Runs starts and cancels pipeline records on the engine.

@@ -58,12 +58,14 @@ func New(cfg Config) *echo.Echo {
 	v1.PUT("/projects/:project", h.updateProject)
 	v1.PATCH("/projects/:project", h.updateProject)
 	v1.DELETE("/projects/:project", h.deleteProject)
+	v1.GET("/projects/:project/stats", h.projectStats)
 
 	v1.GET("/projects/:project/pipelines", h.listPipelines)
 	v1.POST("/projects/:project/pipelines", h.createPipeline)
 	v1.GET("/projects/:project/pipelines/:pipeline", h.getPipeline)
 	v1.PUT("/projects/:project/pipelines/:pipeline", h.updatePipeline)
 	v1.DELETE("/projects/:project/pipelines/:pipeline", h.deletePipeline)
+	v1.GET("/projects/:project/pipelines/:pipeline/stats", h.pipelineStats)
 
 	v1.GET("/projects/:project/pipelines/:pipeline/records", h.listRecords)
 	v1.POST("/projects/:project/pipelines/:pipeline/records", h.createRecord)

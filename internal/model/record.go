@@ -46,6 +46,8 @@ type Record struct {
 	ErrorMessage  string         `json:"errorMessage,omitempty" bson:"errorMessage,omitempty"`
 	StartTime     time.Time      `json:"startTime" bson:"startTime"`
 	EndTime       *time.Time     `json:"endTime,omitempty" bson:"endTime,omitempty"`
+	// StartBucket is StartTime in Unix seconds truncated to 15 minutes, for per-day stats in any zone.
+	StartBucket int64 `json:"-" bson:"startBucket"`
 	// WorkflowID and RunID locate the run in Temporal (Web UI, CLI).
 	WorkflowID string `json:"workflowID" bson:"workflowID"`
 	RunID      string `json:"runID,omitempty" bson:"runID,omitempty"`

@@ -19,6 +19,7 @@ func (s *Store) CreateRecord(ctx context.Context, r *model.Record) error {
 	if r.StartTime.IsZero() {
 		r.StartTime = now()
 	}
+	r.StartBucket = StartBucket(r.StartTime)
 	_, err := s.records.InsertOne(ctx, r)
 	return writeErr(err)
 }

@@ -95,7 +95,7 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 			return fmt.Errorf("create index on %s: %w", spec.coll.Name(), err)
 		}
 	}
-	return s.ensureLogIndexes(ctx)
+	return errors.Join(s.ensureLogIndexes(ctx), s.ensureStatsIndexes(ctx))
 }
 
 // ListOptions page and filter a list.

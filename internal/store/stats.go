@@ -1,0 +1,210 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+
+	"github.com/cycloneci/cyclone/internal/model"
+)
+
+// Per-day record stats in any time zone, without date operators (FerretDB has none):
+// every record carries startBucket, its start time in Unix seconds truncated to
+// BucketSeconds. Every real zone offset and every DST change is a whole number of
+// 15-minute steps, so local midnight is always on a bucket edge and a bucket lies
+// wholly inside one local day, in every zone. MongoDB groups the records of a range
+// by (bucket, status); the few hundred buckets per day at most are folded into local
+// days here.
+
+// BucketSeconds is the width of a record's start-time bucket.
+const BucketSeconds = 15 * 60
+
+// MaxStatsDays bounds the days one stats query may cover (a leap year).
+const MaxStatsDays = 366
+
+// StartBucket is the bucket t falls in: Unix seconds rounded down to BucketSeconds.
+func StartBucket(t time.Time) int64 {
+	u := t.Unix()
+	return u - ((u%BucketSeconds)+BucketSeconds)%BucketSeconds
+}
+
+// StatsQuery selects the records of one project or one pipeline that started in
+// [From, To), counted per day of Location.
+type StatsQuery struct {
+	ProjectID  string // set exactly one of ProjectID and PipelineID
+	PipelineID string
+	From, To   time.Time
+	Location   *time.Location // nil means UTC
+}
+
+// DayStats counts the records that started on one local day.
+type DayStats struct {
+	// Start is the day's first instant: 00:00 local, or the end of the DST gap on
+	// the rare day whose midnight does not exist.
+	Start time.Time
+	// Total counts every record, whatever its status (also Pending and Running);
+	// Success, Failed and Aborted count the finished ones.
+	Total, Success, Failed, Aborted int64
+}
+
+// StatsDays is how many local days of loc the range [from, to) touches.
+func StatsDays(from, to time.Time, loc *time.Location) int {
+	if loc == nil {
+		loc = time.UTC
+	}
+	if !to.After(from) {
+		return 0
+	}
+	return int(civilDay(to.Add(-time.Nanosecond), loc)-civilDay(from, loc)) + 1
+}
+
+// RecordStats counts the selected records per local day, one entry for every day
+// the range touches, days without records included, oldest first.
+func (s *Store) RecordStats(ctx context.Context, q StatsQuery) ([]DayStats, error) {
+	loc := q.Location
+	if loc == nil {
+		loc = time.UTC
+	}
+	n := StatsDays(q.From, q.To, loc)
+	if n == 0 {
+		return []DayStats{}, nil
+	}
+	if n > MaxStatsDays {
+		return nil, fmt.Errorf("stats range of %d days is over %d", n, MaxStatsDays)
+	}
+	var match bson.D
+	switch {
+	case q.ProjectID != "" && q.PipelineID == "":
+		match = bson.D{{Key: "projectID", Value: q.ProjectID}}
+	case q.PipelineID != "" && q.ProjectID == "":
+		match = bson.D{{Key: "pipelineID", Value: q.PipelineID}}
+	default:
+		return nil, errors.New("stats query needs exactly one of project and pipeline")
+	}
+	// The bucket range uses the index; startTime keeps the edges exact.
+	match = append(match,
+		bson.E{Key: "startBucket", Value: bson.D{{Key: "$gte", Value: StartBucket(q.From)}, {Key: "$lte", Value: StartBucket(q.To)}}},
+		bson.E{Key: "startTime", Value: bson.D{{Key: "$gte", Value: q.From}, {Key: "$lt", Value: q.To}}},
+	)
+	pipeline := mongo.Pipeline{
+		{{Key: "$match", Value: match}},
+		{{Key: "$group", Value: bson.D{
+			{Key: "_id", Value: bson.D{{Key: "bucket", Value: "$startBucket"}, {Key: "status", Value: "$status"}}},
+			{Key: "n", Value: bson.D{{Key: "$sum", Value: 1}}},
+		}}},
+	}
+	cur, err := s.records.Aggregate(ctx, pipeline)
+	if err != nil {
+		return nil, err
+	}
+	var groups []struct {
+		ID struct {
+			Bucket int64  `bson:"bucket"`
+			Status string `bson:"status"`
+		} `bson:"_id"`
+		N int64 `bson:"n"`
+	}
+	if err := cur.All(ctx, &groups); err != nil {
+		return nil, err
+	}
+
+	first := civilDay(q.From, loc)
+	days := make([]DayStats, n)
+	for i := range days {
+		days[i].Start = dayStart(first+int64(i), loc)
+	}
+	for _, g := range groups {
+		i := civilDay(time.Unix(g.ID.Bucket, 0), loc) - first
+		if i < 0 || i >= int64(n) {
+			continue // cannot happen: the match keeps startTime inside the range
+		}
+		d := &days[i]
+		d.Total += g.N
+		switch g.ID.Status {
+		case model.StatusSuccess:
+			d.Success += g.N
+		case model.StatusFailed:
+			d.Failed += g.N
+		case model.StatusAborted:
+			d.Aborted += g.N
+		}
+	}
+	return days, nil
+}
+
+// civilDay numbers the local calendar day of t in loc: days since 1970-01-01.
+func civilDay(t time.Time, loc *time.Location) int64 {
+	y, m, d := t.In(loc).Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Unix() / 86400
+}
+
+// dayStart is the first instant of the civil day n (days since 1970-01-01) in loc.
+func dayStart(n int64, loc *time.Location) time.Time {
+	y, m, d := time.Unix(n*86400, 0).UTC().Date()
+	t := time.Date(y, m, d, 0, 0, 0, 0, loc)
+	// Where a DST change skips midnight, Date may answer with an instant of the day
+	// before; the day then begins where that zone period ends.
+	if civilDay(t, loc) < n {
+		_, end := t.ZoneBounds()
+		t = end
+	}
+	return t
+}
+
+// ensureStatsIndexes indexes the stats queries and gives records written before
+// startBucket existed their bucket, once.
+func (s *Store) ensureStatsIndexes(ctx context.Context) error {
+	for _, scope := range []string{"projectID", "pipelineID"} {
+		m := mongo.IndexModel{Keys: bson.D{{Key: scope, Value: 1}, {Key: "startBucket", Value: 1}}}
+		if _, err := s.records.Indexes().CreateOne(ctx, m); err != nil {
+			return fmt.Errorf("create index on %s: %w", s.records.Name(), err)
+		}
+	}
+	return s.backfillStartBuckets(ctx)
+}
+
+// backfillStartBuckets sets startBucket on records that lack it. A marker document
+// makes it run once per database rather than scan the records at every start.
+func (s *Store) backfillStartBuckets(ctx context.Context) error {
+	const marker = "records.startBucket"
+	migrations := s.db.Collection("migrations")
+	err := migrations.FindOne(ctx, bson.D{{Key: "_id", Value: marker}}).Err()
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, mongo.ErrNoDocuments) {
+		return fmt.Errorf("read migrations: %w", err)
+	}
+	missing := bson.D{{Key: "startBucket", Value: bson.D{{Key: "$exists", Value: false}}}}
+	cur, err := s.records.Find(ctx, missing, options.Find().SetProjection(bson.D{{Key: "startTime", Value: 1}}))
+	if err != nil {
+		return fmt.Errorf("find records without startBucket: %w", err)
+	}
+	defer cur.Close(ctx)
+	for cur.Next(ctx) {
+		var r struct {
+			ID        string    `bson:"_id"`
+			StartTime time.Time `bson:"startTime"`
+		}
+		if err := cur.Decode(&r); err != nil {
+			return err
+		}
+		set := bson.D{{Key: "$set", Value: bson.D{{Key: "startBucket", Value: StartBucket(r.StartTime)}}}}
+		if _, err := s.records.UpdateOne(ctx, bson.D{{Key: "_id", Value: r.ID}}, set); err != nil {
+			return fmt.Errorf("backfill startBucket of record %s: %w", r.ID, err)
+		}
+	}
+	if err := cur.Err(); err != nil {
+		return err
+	}
+	_, err = migrations.InsertOne(ctx, bson.D{{Key: "_id", Value: marker}, {Key: "doneAt", Value: now()}})
+	if errors.Is(writeErr(err), ErrConflict) {
+		return nil // another server finished it at the same time
+	}
+	return err
+}
