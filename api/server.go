@@ -67,6 +67,8 @@ func New(cfg Config) *echo.Echo {
 	v1.DELETE("/projects/:project/pipelines/:pipeline", h.deletePipeline)
 	v1.GET("/projects/:project/pipelines/:pipeline/stats", h.pipelineStats)
 
+	v1.GET("/configtemplates", h.listConfigTemplates)
+
 	v1.GET("/projects/:project/pipelines/:pipeline/records", h.listRecords)
 	v1.POST("/projects/:project/pipelines/:pipeline/records", h.createRecord)
 	v1.GET("/projects/:project/pipelines/:pipeline/records/:record", h.getRecord)

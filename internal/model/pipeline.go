@@ -389,3 +389,13 @@ type ListedPipeline struct {
 	RecentSuccessRecords []*Record `json:"recentSuccessRecords,omitempty"`
 	RecentFailedRecords  []*Record `json:"recentFailedRecords,omitempty"`
 }
+
+// ConfigTemplate is a starting point for a pipeline of one build tool.
+type ConfigTemplate struct {
+	Name                 string `json:"name"`
+	Type                 string `json:"type"`
+	BuilderImage         string `json:"builderImage"`
+	TestCommands         string `json:"testCommands"`
+	PackageCommands      string `json:"packageCommands"`
+	CustomizedDockerfile string `json:"customizedDockerfile"`
+}
