@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -204,11 +205,24 @@ func (a *Activities) codeCheckout(ctx context.Context, in StageInput, log io.Wri
 	}
 	stop := a.heartbeat(ctx)
 	defer stop()
-	ws := in.Env.Workspace
+	// The workspace comes from this worker's executor, not from the activity's
+	// input: git writes there on the worker's own file system.
+	env, err := a.Executor.Setup(ctx, in.Record.ExecutorRecord())
+	if err != nil {
+		return stageOutcome{}, fmt.Errorf("find the record's workspace: %w", err)
+	}
+	ws := env.Workspace
+	home, err := os.MkdirTemp("", "cyclone-git-home-")
+	if err != nil {
+		return stageOutcome{}, err
+	}
+	defer os.RemoveAll(home)
+	repoURL := redactURL(src.URL())
 	git := func(args ...string) error {
-		fmt.Fprintf(log, "+ git %s\n", strings.Join(args, " "))
-		cmd := exec.CommandContext(ctx, "git", append([]string{"-C", ws}, args...)...)
-		cmd.Env = gitEnv()
+		shown := strings.ReplaceAll(strings.Join(args, " "), src.URL(), repoURL)
+		fmt.Fprintf(log, "+ git %s\n", shown)
+		cmd := exec.CommandContext(ctx, "git", append(append([]string{"-C", ws}, gitHardening...), args...)...)
+		cmd.Env = gitEnv(home)
 		cmd.Stdout, cmd.Stderr = log, log
 		cmd.WaitDelay = 5 * time.Second
 		return cmd.Run()
@@ -226,13 +240,13 @@ func (a *Activities) codeCheckout(ctx context.Context, in StageInput, log io.Wri
 			var exitErr *exec.ExitError
 			if errors.As(err, &exitErr) {
 				msg := fmt.Sprintf("git %s failed (exit code %d): ref %q of %s could not be checked out",
-					args[0], exitErr.ExitCode(), in.Record.Params.Ref, src.URL())
+					args[0], exitErr.ExitCode(), in.Record.Params.Ref, repoURL)
 				return stageOutcome{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeStepFailed, nil)
 			}
 			return stageOutcome{}, fmt.Errorf("run git: %w", err)
 		}
 	}
-	commit, err := headCommit(ctx, ws)
+	commit, err := headCommit(ctx, ws, home)
 	if err != nil {
 		return stageOutcome{}, err
 	}
@@ -244,21 +258,47 @@ func (a *Activities) codeCheckout(ctx context.Context, in StageInput, log io.Wri
 	return out, nil
 }
 
-// gitEnv keeps git from prompting (a missing credential must fail, not hang) and
-// from reading the worker's own configuration.
-func gitEnv() []string {
-	return append(os.Environ(),
-		"GIT_TERMINAL_PROMPT=0",
+// gitEnv runs git with nothing of the worker's: not its environment (which holds the
+// secret key and store address), not its global or system configuration, not its
+// credential helpers or SSH keys and agent. A pipeline reaches only what its own
+// credentials open, and a missing credential fails instead of prompting.
+func gitEnv(home string) []string {
+	return []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + home,
 		"GIT_CONFIG_NOSYSTEM=1",
+		"GIT_CONFIG_GLOBAL=/dev/null",
+		"GIT_TERMINAL_PROMPT=0",
 		"GIT_ASKPASS=/bin/false",
+		"SSH_ASKPASS=/bin/false",
+		"GIT_SSH_COMMAND=ssh -F /dev/null -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes",
+		"GIT_PROTOCOL_FROM_USER=0",
 		"GIT_AUTHOR_NAME=cyclone", "GIT_AUTHOR_EMAIL=cyclone@localhost",
 		"GIT_COMMITTER_NAME=cyclone", "GIT_COMMITTER_EMAIL=cyclone@localhost",
-	)
+	}
 }
 
-func headCommit(ctx context.Context, ws string) (*model.Commit, error) {
+// gitHardening turns off credential helpers and every transport but the network
+// ones a repository URL may name (no file://, no ext::).
+var gitHardening = []string{
+	"-c", "credential.helper=",
+	"-c", "protocol.allow=never",
+	"-c", "protocol.https.allow=always", "-c", "protocol.http.allow=always",
+	"-c", "protocol.ssh.allow=always", "-c", "protocol.git.allow=always",
+}
+
+// redactURL hides a password in a URL before it is shown.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	return u.Redacted()
+}
+
+func headCommit(ctx context.Context, ws, home string) (*model.Commit, error) {
 	cmd := exec.CommandContext(ctx, "git", "-C", ws, "log", "-1", "--format=%H%x00%an <%ae>%x00%aI%x00%B")
-	cmd.Env = gitEnv()
+	cmd.Env = gitEnv(home)
 	out, err := cmd.Output()
 	if err != nil {
 		return nil, fmt.Errorf("read checked-out commit: %w", err)

@@ -257,6 +257,10 @@ func checkRepoURL(field, raw string) *FieldError {
 	if err != nil || u.Host == "" || strings.HasPrefix(raw, "-") {
 		return fieldErr(field, "%q is not a repository URL", raw)
 	}
+	if _, hasPassword := u.User.Password(); hasPassword {
+		// Never echo it back: the message would carry the password.
+		return fieldErr(field, "must not hold credentials; give them as otherCodeSource.password or the project's SCM token")
+	}
 	switch u.Scheme {
 	case "http", "https", "ssh", "git", "svn", "svn+ssh":
 		return nil

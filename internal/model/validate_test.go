@@ -96,11 +96,15 @@ func TestRepoURLs(t *testing.T) {
 	for url, ok := range map[string]bool{
 		"https://github.com/a/b.git": true, "http://10.0.0.1:3000/a.git": true, "ssh://git@host/a.git": true,
 		"git@github.com:a/b.git": true, "svn://host/repo": true,
+		"https://bot:ghp_SECRET@github.com/a/b.git": false, "https://bot@github.com/a/b.git": true,
 		"/etc": false, "file:///etc": false, "ftp://host/a": false, "--upload-pack=x": false, "": false,
 	} {
 		err := pipeline(url).NormalizeAndValidate()
 		if (err == nil) != ok {
 			t.Errorf("repository URL %q: error %v, want ok=%v", url, err, ok)
+		}
+		if err != nil && strings.Contains(err.Error(), "SECRET") {
+			t.Errorf("the error repeats the password: %v", err)
 		}
 	}
 }
