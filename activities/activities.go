@@ -36,7 +36,7 @@ type Store interface {
 	FinishRecord(ctx context.Context, id, status, errorMessage string, end time.Time) error
 	GetRecordByID(ctx context.Context, id string) (*model.Record, error)
 	ProjectCredentials(ctx context.Context, projectID string) (*store.Credentials, error)
-	PipelineSecretEnv(ctx context.Context, pipelineID string) (map[string]string, error)
+	PipelineSecrets(ctx context.Context, pipelineID string) (*store.PipelineSecrets, error)
 }
 
 // LogSink opens the log of one stage (or task) of a record: the writer masks the

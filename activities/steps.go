@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -65,17 +66,21 @@ func (a *Activities) loadSecrets(ctx context.Context, in RecordInput) (runSecret
 	default:
 		rs.mask = append(rs.mask, creds.Secrets()...)
 	}
-	rs.env, err = a.Store.PipelineSecretEnv(ctx, in.PipelineID)
+	ps, err := a.Store.PipelineSecrets(ctx, in.PipelineID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 	case err != nil:
 		return rs, fmt.Errorf("read the pipeline's secrets: %w", err)
-	}
-	for _, v := range rs.env {
-		if v != "" {
+	default:
+		rs.env = ps.Env
+		for _, v := range ps.Env {
 			rs.mask = append(rs.mask, v)
 		}
+		for _, pw := range ps.CodeSourcePasswords {
+			rs.mask = append(rs.mask, pw)
+		}
 	}
+	rs.mask = slices.DeleteFunc(rs.mask, func(v string) bool { return v == "" })
 	return rs, nil
 }
 

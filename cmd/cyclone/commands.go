@@ -33,7 +33,7 @@ type mongoFlags struct {
 }
 
 type workerFlags struct {
-	Executor            string `help:"Where steps run: docker (containers), local (host processes) or auto (docker when the engine answers, else local)." enum:"auto,docker,local" default:"auto"`
+	Executor            string `help:"Where steps run: docker (containers), local (host processes, no isolation: trusted pipelines only) or auto (docker when the engine answers, else local). Default: docker for cyclone worker, auto for cyclone dev." enum:"auto,docker,local," default:""`
 	WorkspaceRoot       string `help:"Host directory holding record workspaces (default: <data-dir>/workspaces in dev, /var/lib/cyclone/workspaces otherwise)."`
 	WorkerID            string `help:"Stable worker identity; stages of a record return to the worker holding its workspace (default: host name)."`
 	MaxConcurrentStages int    `help:"Stages this worker runs at once." default:"16"`
@@ -94,9 +94,16 @@ func (c *workerCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if root == "" {
 		root = "/var/lib/cyclone/workspaces"
 	}
-	ex, kind, err := newExecutor(ctx, c.Executor, root)
+	kindFlag := c.Executor
+	if kindFlag == "" {
+		kindFlag = "docker" // never fall back to unisolated host processes by surprise
+	}
+	ex, kind, err := newExecutor(ctx, kindFlag, root)
 	if err != nil {
 		return err
+	}
+	if kind == "local" {
+		logger.Warn("steps run as host processes of the worker, without isolation: use only for trusted pipelines")
 	}
 	w, err := app.NewWorker(st, tc, ex, app.WorkerConfig{TaskQueue: c.TaskQueue, WorkerID: c.WorkerID, MaxConcurrentStages: c.MaxConcurrentStages})
 	if err != nil {
@@ -214,7 +221,11 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if root == "" {
 		root = filepath.Join(c.DataDir, "workspaces")
 	}
-	ex, kind, err := newExecutor(ctx, c.Executor, root)
+	kindFlag := c.Executor
+	if kindFlag == "" {
+		kindFlag = "auto"
+	}
+	ex, kind, err := newExecutor(ctx, kindFlag, root)
 	if err != nil {
 		return err
 	}

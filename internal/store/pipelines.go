@@ -68,14 +68,21 @@ func (s *Store) sealEnvVars(p, old *model.Pipeline) error {
 
 func envVarAD(pipelineID, path string) string { return "pipelines/" + pipelineID + "/" + path }
 
-// PipelineSecretEnv opens the values of a pipeline's secret environment variables,
-// keyed by model.EnvVarRef.Path.
-func (s *Store) PipelineSecretEnv(ctx context.Context, pipelineID string) (map[string]string, error) {
+// PipelineSecrets are a pipeline's secrets in plaintext, for the activities.
+type PipelineSecrets struct {
+	// Env holds secret environment variables by model.EnvVarRef.Path.
+	Env map[string]string
+	// CodeSourcePasswords holds code source passwords by the source's index.
+	CodeSourcePasswords map[int]string
+}
+
+// PipelineSecrets opens a pipeline's sealed secrets.
+func (s *Store) PipelineSecrets(ctx context.Context, pipelineID string) (*PipelineSecrets, error) {
 	p, err := s.GetPipelineByID(ctx, pipelineID)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]string{}
+	out := &PipelineSecrets{Env: map[string]string{}, CodeSourcePasswords: map[int]string{}}
 	for _, ref := range p.Build.EnvVarRefs() {
 		if !ref.Var.Secret {
 			continue
@@ -84,7 +91,19 @@ func (s *Store) PipelineSecretEnv(ctx context.Context, pipelineID string) (map[s
 		if err != nil {
 			return nil, err
 		}
-		out[ref.Path] = v
+		out.Env[ref.Path] = v
+	}
+	for i, src := range codeSources(p) {
+		if src.OtherCodeSource == nil {
+			continue
+		}
+		pw, err := s.open(src.OtherCodeSource.SealedPassword, codeSourceAD(p.ID, i))
+		if err != nil {
+			return nil, err
+		}
+		if pw != "" {
+			out.CodeSourcePasswords[i] = pw
+		}
 	}
 	return out, nil
 }
@@ -161,22 +180,4 @@ func (s *Store) DeletePipeline(ctx context.Context, id string) error {
 		return ErrNotFound
 	}
 	return nil
-}
-
-// CodeSourcePasswords opens the passwords of a pipeline's code sources, by index.
-func (s *Store) CodeSourcePasswords(p *model.Pipeline) (map[int]string, error) {
-	out := map[int]string{}
-	for i, src := range codeSources(p) {
-		if src.OtherCodeSource == nil {
-			continue
-		}
-		pw, err := s.open(src.OtherCodeSource.SealedPassword, codeSourceAD(p.ID, i))
-		if err != nil {
-			return nil, err
-		}
-		if pw != "" {
-			out[i] = pw
-		}
-	}
-	return out, nil
 }

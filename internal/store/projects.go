@@ -34,13 +34,15 @@ func (c *Credentials) Secrets() []string {
 }
 
 // sealProject seals the plaintext secrets of p into its Sealed fields. An empty
-// plaintext keeps what old had sealed: clients never see secrets, so an update that
-// omits one means "unchanged".
+// plaintext keeps what old had sealed for the same server: clients never see
+// secrets, so an update that omits one means "unchanged".
 func (s *Store) sealProject(p, old *model.Project) error {
 	ad := "projects/" + p.ID + "/"
 	if p.SCM != nil {
 		var oldPass, oldTok []byte
-		if old != nil && old.SCM != nil {
+		// Kept secrets stay with the server they were given for: a project moved
+		// to another SCM must be given its credentials again.
+		if old != nil && old.SCM != nil && old.SCM.Type == p.SCM.Type && old.SCM.Server == p.SCM.Server {
 			oldPass, oldTok = old.SCM.SealedPassword, old.SCM.SealedToken
 		}
 		var err error
@@ -53,7 +55,7 @@ func (s *Store) sealProject(p, old *model.Project) error {
 	}
 	if p.Registry != nil {
 		var oldPass []byte
-		if old != nil && old.Registry != nil {
+		if old != nil && old.Registry != nil && old.Registry.Server == p.Registry.Server {
 			oldPass = old.Registry.SealedPassword
 		}
 		var err error

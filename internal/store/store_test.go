@@ -200,3 +200,69 @@ func ids(recs []*model.Record) []string {
 	}
 	return out
 }
+
+func TestPipelineSecretsAreSealedAtRest(t *testing.T) {
+	st, uri := startStore(t)
+	ctx := context.Background()
+	p := &model.Pipeline{Name: "p", ProjectID: "proj", Build: &model.Build{
+		BuilderImage: &model.BuilderImage{Image: "x", EnvVars: []model.EnvVar{
+			{Name: "PLAIN", Value: "plain-value"}, {Name: "TOKEN", Value: "env-secret-value", Secret: true},
+		}},
+		Stages: &model.Stages{CodeCheckout: &model.CodeCheckoutStage{CodeSources: []model.CodeSource{
+			{Type: "Other", Main: true, OtherCodeSource: &model.OtherCodeSource{URL: "https://git.example.com/a.git", Username: "u", Password: "source-secret-value"}},
+		}}},
+	}}
+	if err := st.CreatePipeline(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	raw := bsonString(t, rawDoc(t, uri, "pipelines", p.ID))
+	if strings.Contains(raw, "env-secret-value") || strings.Contains(raw, "source-secret-value") || !strings.Contains(raw, "plain-value") {
+		t.Fatalf("pipeline document: %s", raw)
+	}
+	secrets, err := st.PipelineSecrets(ctx, p.ID)
+	if err != nil || secrets.Env["builderImage.envVars[TOKEN]"] != "env-secret-value" || secrets.CodeSourcePasswords[0] != "source-secret-value" {
+		t.Fatalf("pipeline secrets %+v, %v", secrets, err)
+	}
+
+	// An update that leaves the values empty keeps them; one that moves the code
+	// source to another URL drops its password.
+	upd := &model.Pipeline{Name: "p", Build: &model.Build{
+		BuilderImage: &model.BuilderImage{Image: "x", EnvVars: []model.EnvVar{{Name: "TOKEN", Secret: true}}},
+		Stages: &model.Stages{CodeCheckout: &model.CodeCheckoutStage{CodeSources: []model.CodeSource{
+			{Type: "Other", Main: true, OtherCodeSource: &model.OtherCodeSource{URL: "https://elsewhere.example.com/a.git"}},
+		}}},
+	}}
+	if err := st.UpdatePipeline(ctx, "proj", "p", upd); err != nil {
+		t.Fatal(err)
+	}
+	secrets, err = st.PipelineSecrets(ctx, p.ID)
+	if err != nil || secrets.Env["builderImage.envVars[TOKEN]"] != "env-secret-value" || len(secrets.CodeSourcePasswords) != 0 {
+		t.Fatalf("after update %+v, %v", secrets, err)
+	}
+}
+
+func TestKeptSecretsStayWithTheirServer(t *testing.T) {
+	st, _ := startStore(t)
+	ctx := context.Background()
+	p := project("moving")
+	if err := st.CreateProject(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	same := project("moving")
+	same.SCM.Token, same.Registry.Password = "", ""
+	if err := st.UpdateProject(ctx, "moving", same); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := st.ProjectCredentials(ctx, p.ID); c.SCMToken != "glpat-very-secret" || c.RegistryPassword != "registry-pass" {
+		t.Fatalf("secrets lost on an update to the same servers: %+v", c)
+	}
+	moved := project("moving")
+	moved.SCM.Token, moved.Registry.Password = "", ""
+	moved.SCM.Server, moved.Registry.Server = "https://evil.example.com", "evil.example.com"
+	if err := st.UpdateProject(ctx, "moving", moved); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := st.ProjectCredentials(ctx, p.ID); c.SCMToken != "" || c.RegistryPassword != "" {
+		t.Fatalf("secrets followed the project to another server: %+v", c)
+	}
+}
