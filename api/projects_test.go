@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -228,4 +229,32 @@ func TestStoreOutageIs503(t *testing.T) {
 		t.Fatalf("503 leaks internals: %s", r.Body)
 	}
 	wantError(t, env.Do("POST", "/api/v1/projects", projectBody("during")), http.StatusServiceUnavailable, api.ReasonUnavailable, "")
+}
+
+// A body over the limit is refused with 413 however it is sent, and a body with
+// anything after its JSON value is malformed.
+func TestBodyLimitsAndTrailingData(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{NoWorker: true})
+	big := fmt.Sprintf(`{"name":"big","scm":{"type":"Github","server":"https://x"},"description":%q}`, strings.Repeat("x", api.MaxBodyBytes))
+	for name, body := range map[string]io.Reader{
+		"chunked, far over":  io.MultiReader(strings.NewReader(big), strings.NewReader(strings.Repeat(" ", 2<<20))),
+		"chunked, just over": strings.NewReader(big),
+	} {
+		t.Run(name, func(t *testing.T) {
+			req, _ := http.NewRequest("POST", env.URL+"/api/v1/projects", io.NopCloser(body)) // no Content-Length: chunked
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			data, _ := io.ReadAll(resp.Body)
+			wantError(t, &testenv.Response{Status: resp.StatusCode, Body: data}, http.StatusRequestEntityTooLarge, api.ReasonTooLarge, "")
+		})
+	}
+	wantError(t, env.Do("POST", "/api/v1/projects", `{"name":"a","scm":{"type":"Github","server":"https://x"}} {"more":1}`),
+		http.StatusBadRequest, api.ReasonMalformedJSON, "")
+	if n := countProjects(t, env); n != 0 {
+		t.Fatalf("%d projects created by refused requests", n)
+	}
 }

@@ -102,7 +102,9 @@ func readiness(checks map[string]func(context.Context) error) echo.HandlerFunc {
 		defer cancel()
 		for name, check := range checks {
 			if err := check(ctx); err != nil {
-				status[name] = "unavailable: " + err.Error()
+				// The cause goes to the log, not to whoever asks: it names hosts.
+				slog.Warn("readiness check failed", "service", name, "error", err)
+				status[name] = "unavailable"
 				ok = false
 				continue
 			}
@@ -126,16 +128,28 @@ func decodeJSON(c echo.Context, v any) error {
 		return &Error{Status: http.StatusUnsupportedMediaType, Reason: ReasonUnsupportedMedia,
 			Message: "request body must be application/json", Details: map[string]any{"contentType": ct}}
 	}
-	err = json.NewDecoder(c.Request().Body).Decode(v)
+	dec := json.NewDecoder(c.Request().Body)
+	err = dec.Decode(v)
+	if err == nil {
+		// One JSON value and nothing after it; reading on also makes a body that is
+		// over the limit but complete as JSON fail the size check.
+		if _, extra := dec.Token(); extra != io.EOF {
+			err = extra
+			if err == nil {
+				err = errors.New("unexpected data after the JSON value")
+			}
+		}
+	}
 	var (
 		syntaxErr *json.SyntaxError
 		typeErr   *json.UnmarshalTypeError
 		tooLarge  *http.MaxBytesError
+		httpErr   *echo.HTTPError
 	)
 	switch {
 	case err == nil:
 		return nil
-	case errors.As(err, &tooLarge):
+	case errors.As(err, &tooLarge), errors.As(err, &httpErr) && httpErr.Code == http.StatusRequestEntityTooLarge:
 		return &Error{Status: http.StatusRequestEntityTooLarge, Reason: ReasonTooLarge, Message: "request body is larger than the limit"}
 	case errors.As(err, &typeErr):
 		return invalidField(typeErr.Field, "must be a JSON %s, got %s", typeErr.Type.Kind(), typeErr.Value)
