@@ -40,6 +40,9 @@ type Runs interface {
 	Start(ctx context.Context, rec *model.Record, project *model.Project, pipeline *model.Pipeline) (runID string, err error)
 	// Cancel asks a running record to stop; cancelling a finished record is not an error.
 	Cancel(ctx context.Context, recordID string) error
+	// Started reports whether the record's workflow exists (after a Start whose
+	// outcome is unknown).
+	Started(ctx context.Context, recordID string) (bool, error)
 }
 
 // Hooks let later features (schedules, webhooks) act when objects go away. Each hook

@@ -161,7 +161,7 @@ func (h *handlers) stopPipeline(c echo.Context, proj *model.Project, p *model.Pi
 			return err
 		}
 		for _, r := range recs {
-			if err := h.runs.Cancel(ctx, r.ID); err != nil {
+			if err := h.cancelRun(ctx, r.ID); err != nil {
 				return err
 			}
 		}

@@ -74,8 +74,13 @@ func (h *handlers) createRecord(c echo.Context) error {
 	}
 	runID, err := h.runs.Start(ctx, rec, proj, p)
 	if err != nil {
+		// A start that timed out may still have happened: keep the record then.
+		bg := context.WithoutCancel(ctx)
+		if started, _ := h.runs.Started(bg, id); started {
+			return c.JSON(http.StatusCreated, rec)
+		}
 		// Leave no half-made record behind: the run never started.
-		if delErr := h.store.DeleteRecord(context.WithoutCancel(ctx), id); delErr != nil {
+		if delErr := h.store.DeleteRecord(bg, id); delErr != nil {
 			h.log.Error("roll back record after failed start", "record", id, "error", delErr)
 		}
 		return &Unavailable{Service: "temporal", Err: err}
@@ -99,7 +104,7 @@ func (h *handlers) deleteRecord(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	if !model.IsTerminal(r.Status) {
-		if err := h.runs.Cancel(ctx, r.ID); err != nil {
+		if err := h.cancelRun(ctx, r.ID); err != nil {
 			return err
 		}
 	}
@@ -130,8 +135,17 @@ func (h *handlers) updateRecordStatus(c echo.Context) error {
 			Message: "record is already " + r.Status + "; only Pending or Running records can be aborted",
 			Details: map[string]any{"field": "status", "current": r.Status}}
 	}
-	if err := h.runs.Cancel(c.Request().Context(), r.ID); err != nil {
+	if err := h.cancelRun(c.Request().Context(), r.ID); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, r)
+}
+
+// cancelRun cancels a record's run; Temporal being unreachable is a 503, so the
+// client knows to retry.
+func (h *handlers) cancelRun(ctx context.Context, recordID string) error {
+	if err := h.runs.Cancel(ctx, recordID); err != nil {
+		return &Unavailable{Service: "temporal", Err: err}
+	}
+	return nil
 }

@@ -585,3 +585,16 @@ func TestSecretEnvVar(t *testing.T) {
 		}
 	}
 }
+
+// With Temporal down, aborting or deleting a running record is a 503 and changes nothing.
+func TestCancelWithTemporalDown(t *testing.T) {
+	f := newFixture(t, testenv.Options{})
+	f.pipeline(t, "stuck", "x", map[string]any{"unitTest": map[string]any{"command": []string{"sleep 300"}}})
+	rec := f.start(t, map[string]any{"ref": "master"})
+	f.waitStageRunning(t, rec.ID, "unitTest")
+	f.env.StopTemporal()
+	wantError(t, f.env.Do("PATCH", f.basePath+"/records/"+rec.ID+"/status", map[string]any{"status": "Aborted"}),
+		http.StatusServiceUnavailable, api.ReasonUnavailable, "")
+	wantError(t, f.env.Do("DELETE", f.basePath+"/records/"+rec.ID, nil), http.StatusServiceUnavailable, api.ReasonUnavailable, "")
+	wantStatus(t, f.env.Do("GET", f.basePath+"/records/"+rec.ID, nil), http.StatusOK)
+}

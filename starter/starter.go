@@ -77,10 +77,9 @@ func (s *Starter) Start(ctx context.Context, rec *model.Record, project *model.P
 	ctx, cancel := context.WithTimeout(ctx, StartTimeout)
 	defer cancel()
 	opts := client.StartWorkflowOptions{
-		ID:                    rec.ID,
-		TaskQueue:             s.TaskQueue,
-		WorkflowIDReusePolicy: 0,
-		EnableEagerStart:      true,
+		ID:               rec.ID,
+		TaskQueue:        s.TaskQueue,
+		EnableEagerStart: true,
 		Memo: map[string]any{
 			"recordURL": fmt.Sprintf("/api/v1/projects/%s/pipelines/%s/records/%s", project.Name, p.Name, rec.ID),
 		},
@@ -111,4 +110,16 @@ func (s *Starter) Cancel(ctx context.Context, recordID string) error {
 		return nil
 	}
 	return err
+}
+
+// Started reports whether the record's workflow exists.
+func (s *Starter) Started(ctx context.Context, recordID string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, StartTimeout)
+	defer cancel()
+	_, err := s.Client.DescribeWorkflowExecution(ctx, recordID, "")
+	var notFound *serviceerror.NotFound
+	if errors.As(err, &notFound) {
+		return false, nil
+	}
+	return err == nil, err
 }
