@@ -187,6 +187,9 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 		// The worker is shutting down, the record is not aborted: the stage stays
 		// Running and is retried when the worker (or its replacement) is back.
 		return temporal.NewApplicationError("worker stopped during the stage", "WorkerStopped")
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		update.Status = model.StatusFailed
+		update.ErrorMessage = "the stage ran past the pipeline's timeout"
 	case ctx.Err() != nil:
 		update.Status = model.StatusAborted
 	case temporal.IsApplicationError(runErr) && !isRetryable(runErr):

@@ -598,3 +598,25 @@ func TestCancelWithTemporalDown(t *testing.T) {
 	wantError(t, f.env.Do("DELETE", f.basePath+"/records/"+rec.ID, nil), http.StatusServiceUnavailable, api.ReasonUnavailable, "")
 	wantStatus(t, f.env.Do("GET", f.basePath+"/records/"+rec.ID, nil), http.StatusOK)
 }
+
+// A stage that runs past the pipeline's timeout fails (it is not an abort) and is not
+// run again.
+func TestStageTimeout(t *testing.T) {
+	f := newFixture(t, testenv.Options{})
+	body := map[string]any{"name": "slowpoke", "timeout": "2s", "build": map[string]any{
+		"builderImage": map[string]any{"image": "x"},
+		"stages":       map[string]any{"unitTest": map[string]any{"command": []string{"echo started", "sleep 30"}}},
+	}}
+	wantStatus(t, f.env.Do("POST", "/api/v1/projects/demo/pipelines", body), http.StatusCreated)
+	f.basePath = "/api/v1/projects/demo/pipelines/slowpoke"
+	rec := f.start(t, map[string]any{"ref": "master"})
+	done := f.waitTerminal(t, rec.ID)
+	if done.Status != model.StatusFailed || done.StageStatus.UnitTest.Status != model.StatusFailed ||
+		!strings.Contains(done.ErrorMessage, "timed out") {
+		t.Fatalf("timed-out record %+v / %+v", done, done.StageStatus.UnitTest)
+	}
+	logs := f.env.Do("GET", f.basePath+"/records/"+rec.ID+"/logs?stage=unitTest", nil)
+	if n := strings.Count(string(logs.Body), "echo started"); n != 1 {
+		t.Fatalf("the timed-out stage ran %d times:\n%s", n, logs.Body)
+	}
+}

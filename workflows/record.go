@@ -93,8 +93,12 @@ func runStages(ctx workflow.Context, in activities.RecordInput) (status, message
 		HeartbeatTimeout:       heartbeatTimeout,
 		WaitForCancellation:    true,
 		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval: time.Second,
-			MaximumAttempts: 3,
+			// About two minutes of retries: enough to ride out a store or engine
+			// restart between two stages.
+			InitialInterval:    time.Second,
+			BackoffCoefficient: 2,
+			MaximumInterval:    30 * time.Second,
+			MaximumAttempts:    8,
 			// A user's failing command, a stage not built yet, or a stage that ran
 			// past the pipeline's timeout are final; anything else is retried.
 			NonRetryableErrorTypes: []string{activities.ErrTypeStepFailed, activities.ErrTypeNotImplemented, "TemporalTimeout:StartToClose"},
@@ -133,11 +137,18 @@ func isCancel(ctx workflow.Context) bool {
 	return errors.Is(ctx.Err(), workflow.ErrCanceled)
 }
 
-// errMessage digs the user-facing message out of an activity error chain.
+// errMessage is what the record says about a failed activity. A user's failure
+// (a command's exit code, a missing ref) is told as is; an infrastructure error is
+// not, because its text names the engine's hosts and internals: operators find it in
+// the workflow's history.
 func errMessage(err error) string {
 	var appErr *temporal.ApplicationError
 	if errors.As(err, &appErr) {
-		return appErr.Message()
+		switch appErr.Type() {
+		case activities.ErrTypeStepFailed, activities.ErrTypeNotImplemented:
+			return appErr.Message()
+		}
+		return "infrastructure error, retries exhausted (details in the run's Temporal history)"
 	}
 	var timeoutErr *temporal.TimeoutError
 	if errors.As(err, &timeoutErr) {
