@@ -179,6 +179,12 @@ func (s *Stages) validate() error {
 			if src.Main {
 				mains++
 			}
+			switch {
+			case strings.EqualFold(src.Type, SCMGithub) || strings.EqualFold(src.Type, SCMGitlab) ||
+				strings.EqualFold(src.Type, SCMSVN) || strings.EqualFold(src.Type, "Other"):
+			default:
+				return fieldErr(field+".type", "%q is not one of Github, Gitlab, SVN, Other", src.Type)
+			}
 			if err := checkRepoURL(field+".url", src.URL()); err != nil {
 				return err
 			}
@@ -217,8 +223,14 @@ func (s *Stages) validate() error {
 		if err := checkCommand(prefix+"integrationTest.config.command", it.Config.Command); err != nil {
 			return err
 		}
+		if err := checkEnvVars(prefix+"integrationTest.config.envVars", it.Config.EnvVars); err != nil {
+			return err
+		}
 		for i, svc := range it.Services {
 			field := fmt.Sprintf("%sintegrationTest.services[%d]", prefix, i)
+			if err := checkEnvVars(field+".envVars", svc.EnvVars); err != nil {
+				return err
+			}
 			if !ValidName(svc.Name) {
 				return fieldErr(field+".name", "%q must be a DNS-friendly name", svc.Name)
 			}
@@ -283,10 +295,16 @@ func checkCommand(field string, cmd []string) *FieldError {
 var envNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 func checkEnvVars(field string, vars []EnvVar) *FieldError {
+	seen := map[string]bool{}
 	for i, v := range vars {
+		f := fmt.Sprintf("%s[%d].name", field, i)
 		if !envNameRe.MatchString(v.Name) {
-			return fieldErr(fmt.Sprintf("%s[%d].name", field, i), "%q is not a valid environment variable name", v.Name)
+			return fieldErr(f, "%q is not a valid environment variable name", v.Name)
 		}
+		if seen[v.Name] {
+			return fieldErr(f, "%q is given twice", v.Name)
+		}
+		seen[v.Name] = true
 	}
 	return nil
 }

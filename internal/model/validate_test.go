@@ -108,3 +108,44 @@ func TestRepoURLs(t *testing.T) {
 		}
 	}
 }
+
+func TestPipelineFieldErrors(t *testing.T) {
+	base := func() *model.Pipeline {
+		return &model.Pipeline{Name: "p", Build: &model.Build{
+			BuilderImage: &model.BuilderImage{Image: "x"},
+			Stages: &model.Stages{CodeCheckout: &model.CodeCheckoutStage{CodeSources: []model.CodeSource{
+				{Type: "Github", Main: true, GitHub: &model.GitSource{URL: "https://github.com/a/b"}},
+			}}},
+		}}
+	}
+	cases := map[string]struct {
+		mut   func(p *model.Pipeline)
+		field string
+	}{
+		"duplicate env var": {func(p *model.Pipeline) {
+			p.Build.BuilderImage.EnvVars = []model.EnvVar{{Name: "A", Value: "1"}, {Name: "A", Value: "2"}}
+		}, "build.builderImage.envVars[1].name"},
+		"bad env var name": {func(p *model.Pipeline) { p.Build.BuilderImage.EnvVars = []model.EnvVar{{Name: "1A"}} }, "build.builderImage.envVars[0].name"},
+		"unknown code source type": {func(p *model.Pipeline) { p.Build.Stages.CodeCheckout.CodeSources[0].Type = "Bitbucket" },
+			"build.stages.codeCheckout.codeSources[0].type"},
+		"unknown stage in a cron": {func(p *model.Pipeline) {
+			p.AutoTrigger = &model.AutoTrigger{CronTrigger: &model.CronTrigger{Crons: []model.Cron{{Expression: "* * * * *", Stages: []string{"deploy"}}}}}
+		}, "autoTrigger.cronTrigger.crons[0].stages[0]"},
+		"bad time zone": {func(p *model.Pipeline) {
+			p.AutoTrigger = &model.AutoTrigger{CronTrigger: &model.CronTrigger{Crons: []model.Cron{{Expression: "* * * * *", Timezone: "Mars/Olympus"}}}}
+		}, "autoTrigger.cronTrigger.crons[0].timezone"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			p := base()
+			tc.mut(p)
+			var fe *model.FieldError
+			if err := p.NormalizeAndValidate(); !errors.As(err, &fe) || fe.Field != tc.field {
+				t.Fatalf("got %v, want an error on %s", err, tc.field)
+			}
+		})
+	}
+	if err := base().NormalizeAndValidate(); err != nil {
+		t.Fatalf("valid pipeline refused: %v", err)
+	}
+}

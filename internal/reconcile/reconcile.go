@@ -20,7 +20,7 @@ import (
 
 // Store is what the reconciler reads and writes.
 type Store interface {
-	ListUnfinishedRecords(ctx context.Context, startedBefore time.Time) ([]*model.Record, error)
+	ListUnfinishedRecords(ctx context.Context, after, before time.Time, limit int64) ([]*model.Record, error)
 	FinishRecord(ctx context.Context, id, status, errorMessage string, end time.Time) error
 }
 
@@ -74,17 +74,25 @@ func (r *Reconciler) Once(ctx context.Context) error {
 	if grace == 0 {
 		grace = 30 * time.Second
 	}
-	recs, err := r.Store.ListUnfinishedRecords(ctx, time.Now().Add(-grace))
-	if err != nil {
-		return err
-	}
+	const page = 500
+	before := time.Now().Add(-grace)
+	var after time.Time
 	var errs []error
-	for _, rec := range recs {
-		if err := r.reconcile(ctx, rec); err != nil {
-			errs = append(errs, fmt.Errorf("record %s: %w", rec.ID, err))
+	for {
+		recs, err := r.Store.ListUnfinishedRecords(ctx, after, before, page)
+		if err != nil {
+			return errors.Join(append(errs, err)...)
 		}
+		for _, rec := range recs {
+			if err := r.reconcile(ctx, rec); err != nil {
+				errs = append(errs, fmt.Errorf("record %s: %w", rec.ID, err))
+			}
+		}
+		if len(recs) < page {
+			return errors.Join(errs...)
+		}
+		after = recs[len(recs)-1].StartTime
 	}
-	return errors.Join(errs...)
 }
 
 func (r *Reconciler) reconcile(ctx context.Context, rec *model.Record) error {

@@ -54,14 +54,15 @@ func (s *Store) RecentRecords(ctx context.Context, pipelineID, status string, n 
 	return items, err
 }
 
-// ListUnfinishedRecords returns records not in a terminal state that started before
-// the given time, for reconciliation with Temporal.
-func (s *Store) ListUnfinishedRecords(ctx context.Context, startedBefore time.Time) ([]*model.Record, error) {
+// ListUnfinishedRecords returns up to limit records not in a terminal state that
+// started after `after` and before `before`, oldest first, for reconciliation with
+// Temporal. Page by passing the last record's start time as `after`.
+func (s *Store) ListUnfinishedRecords(ctx context.Context, after, before time.Time, limit int64) ([]*model.Record, error) {
 	filter := bson.D{
 		{Key: "status", Value: bson.D{{Key: "$in", Value: bson.A{model.StatusPending, model.StatusRunning}}}},
-		{Key: "startTime", Value: bson.D{{Key: "$lt", Value: startedBefore}}},
+		{Key: "startTime", Value: bson.D{{Key: "$gt", Value: after}, {Key: "$lt", Value: before}}},
 	}
-	items, _, err := list[model.Record](ctx, s.records, filter, bson.D{{Key: "startTime", Value: 1}}, ListOptions{Limit: 500})
+	items, _, err := list[model.Record](ctx, s.records, filter, bson.D{{Key: "startTime", Value: 1}}, ListOptions{Limit: limit})
 	return items, err
 }
 

@@ -63,7 +63,45 @@ func Open(ctx context.Context, uri, dbName string, box *secrets.Box) (*Store, er
 		_ = client.Disconnect(context.Background())
 		return nil, err
 	}
+	if err := s.checkKey(ctx); err != nil {
+		_ = client.Disconnect(context.Background())
+		return nil, err
+	}
 	return s, nil
+}
+
+// ErrWrongKey means the secret key is not the one the database's secrets were
+// sealed with.
+var ErrWrongKey = errors.New("the secret key is not the one this database's secrets were encrypted with")
+
+// checkKey makes a wrong secret key fail at start, not at the first secret it cannot
+// open (or, worse, after sealing new secrets with it): the first start seals a known
+// value, every later one must open it.
+func (s *Store) checkKey(ctx context.Context) error {
+	const id, ad, plain = "secret-key-check", "meta/secret-key-check", "cyclone"
+	meta := s.db.Collection("meta")
+	var doc struct {
+		Sealed []byte `bson:"sealed"`
+	}
+	err := meta.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&doc)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		sealed, err := s.box.Seal(plain, ad)
+		if err != nil {
+			return err
+		}
+		_, err = meta.InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "sealed", Value: sealed}})
+		if mongo.IsDuplicateKeyError(err) {
+			return s.checkKey(ctx) // another process wrote it first
+		}
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("read the secret key check: %w", err)
+	}
+	if got, err := s.box.Open(doc.Sealed, ad); err != nil || got != plain {
+		return ErrWrongKey
+	}
+	return nil
 }
 
 // Close disconnects from MongoDB.
