@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -135,10 +136,34 @@ func (h *handlers) updateRecordStatus(c echo.Context) error {
 			Message: "record is already " + r.Status + "; only Pending or Running records can be aborted",
 			Details: map[string]any{"field": "status", "current": r.Status}}
 	}
-	if err := h.cancelRun(c.Request().Context(), r.ID); err != nil {
+	ctx := c.Request().Context()
+	if err := h.cancelRun(ctx, r.ID); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, r)
+	return c.JSON(http.StatusOK, h.awaitTerminal(ctx, r))
+}
+
+// abortWait bounds how long an abort answer waits for the record to say Aborted; the
+// running stage learns of the cancellation through its next heartbeat (about a second).
+const abortWait = 3 * time.Second
+
+// awaitTerminal re-reads the record until it is terminal or abortWait has passed, and
+// returns the latest state it saw.
+func (h *handlers) awaitTerminal(ctx context.Context, r *model.Record) *model.Record {
+	deadline := time.Now().Add(abortWait)
+	for !model.IsTerminal(r.Status) && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return r
+		case <-time.After(100 * time.Millisecond):
+		}
+		fresh, err := h.store.GetRecord(ctx, r.PipelineID, r.ID)
+		if err != nil {
+			return r
+		}
+		r = fresh
+	}
+	return r
 }
 
 // cancelRun cancels a record's run; Temporal being unreachable is a 503, so the

@@ -104,9 +104,17 @@ func (f *fixture) waitStageRunning(t *testing.T, id, stage string) {
 	})
 }
 
+// abort aborts a record; the answer shows it Aborted, since the abort reaches the
+// running stage within about a second.
 func (f *fixture) abort(t *testing.T, id string) {
 	t.Helper()
-	wantStatus(t, f.env.Do("PATCH", f.basePath+"/records/"+id+"/status", map[string]any{"status": "Aborted"}), http.StatusOK)
+	r := f.env.Do("PATCH", f.basePath+"/records/"+id+"/status", map[string]any{"status": "Aborted"})
+	wantStatus(t, r, http.StatusOK)
+	var rec model.Record
+	r.JSON(t, &rec)
+	if rec.Status != model.StatusAborted {
+		t.Fatalf("abort answered with the record %s", rec.Status)
+	}
 }
 
 func commandStages() map[string]any {
