@@ -44,6 +44,7 @@ type serverCmd struct {
 	mongoFlags    `embed:""`
 	Listen        string `help:"API listen address." default:":8080"`
 	SecretKey     string `help:"Key encrypting secrets at rest: 32 bytes as 64 hex digits or base64. Required."`
+	KeepRecords   int64  `help:"Finished records kept per pipeline; older ones are deleted with their logs (0: keep all)." default:"50"`
 }
 
 type workerCmd struct {
@@ -60,6 +61,7 @@ type devCmd struct {
 	UIAddress       string `help:"Temporal Web UI address (empty: no UI)." default:"127.0.0.1:8233"`
 	MongoAddress    string `help:"Embedded MongoDB-compatible server address." default:"127.0.0.1:27018"`
 	TaskQueue       string `help:"Temporal task queue of record workflows." default:"cyclone"`
+	KeepRecords     int64  `help:"Finished records kept per pipeline; older ones are deleted with their logs (0: keep all)." default:"50"`
 	workerFlags     `embed:""`
 }
 
@@ -75,6 +77,7 @@ func (c *serverCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	defer st.Close(context.Background())
 	defer tc.Close()
 	app.StartReconciler(ctx, st, tc, logger)
+	app.StartRotation(ctx, st, c.KeepRecords, logger)
 	e := app.NewAPI(st, tc, c.TemporalNamespace, c.TaskQueue, logger)
 	return app.Serve(ctx, e, c.Listen, func(addr string) { logger.Info("API listening", "address", addr) })
 }
@@ -245,6 +248,7 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	defer w.Stop()
 
 	app.StartReconciler(ctx, st, tc, logger)
+	app.StartRotation(ctx, st, c.KeepRecords, logger)
 	e := app.NewAPI(st, tc, tsrv.Namespace(), c.TaskQueue, logger)
 	return app.Serve(ctx, e, c.Listen, func(addr string) {
 		fmt.Printf(`Cyclone is running (started in %s).

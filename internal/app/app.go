@@ -126,6 +126,35 @@ func StartReconciler(ctx context.Context, st *store.Store, tc client.Client, log
 	go r.Run(ctx)
 }
 
+// RotationInterval is how often old records are rotated out.
+const RotationInterval = time.Minute
+
+// StartRotation keeps, in the background until ctx ends, the newest keep records of
+// every pipeline (with their logs); keep <= 0 keeps everything.
+func StartRotation(ctx context.Context, st *store.Store, keep int64, logger *slog.Logger) {
+	if keep <= 0 {
+		return
+	}
+	go func() {
+		t := time.NewTicker(RotationInterval)
+		defer t.Stop()
+		for {
+			n, err := st.RotateRecords(ctx, keep)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				logger.Warn("rotate records", "error", err)
+			case n > 0:
+				logger.Info("rotated old records", "deleted", n, "keepPerPipeline", keep)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
 // WorkerConfig configures a worker.
 type WorkerConfig struct {
 	TaskQueue           string

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -275,5 +276,37 @@ func TestKeptSecretsStayWithTheirServer(t *testing.T) {
 	}
 	if c, _ := st.ProjectCredentials(ctx, p.ID); c.SCMToken != "" || c.RegistryPassword != "" {
 		t.Fatalf("secrets followed the project to another server: %+v", c)
+	}
+}
+
+func TestRotateRecords(t *testing.T) {
+	st, _ := startStore(t)
+	ctx := context.Background()
+	start := time.Now().UTC().Add(-time.Hour)
+	statuses := []string{model.StatusSuccess, model.StatusRunning, model.StatusFailed, model.StatusAborted, model.StatusSuccess, model.StatusSuccess}
+	for _, name := range []string{"a", "b"} {
+		p := &model.Pipeline{Name: name, ProjectID: "proj", Build: &model.Build{}}
+		if err := st.CreatePipeline(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		for i, status := range statuses { // r0 oldest ... r5 newest
+			r := &model.Record{ID: fmt.Sprintf("%s-r%d", name, i), PipelineID: p.ID, ProjectID: "proj", Status: status,
+				StageStatus: &model.StageStatus{}, StartTime: start.Add(time.Duration(i) * time.Minute)}
+			if err := st.CreateRecord(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	n, err := st.RotateRecords(ctx, 2)
+	if err != nil || n != 6 {
+		t.Fatalf("rotated %d records (%v), want 3 per pipeline", n, err)
+	}
+	for _, name := range []string{"a", "b"} {
+		for i, want := range []bool{false, true, false, false, true, true} { // the running r1 stays
+			_, err := st.GetRecordByID(ctx, fmt.Sprintf("%s-r%d", name, i))
+			if got := err == nil; got != want {
+				t.Errorf("%s-r%d kept = %v, want %v", name, i, got, want)
+			}
+		}
 	}
 }
