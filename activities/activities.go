@@ -31,6 +31,7 @@ const (
 
 // Store is what the activities need from persistence.
 type Store interface {
+	CreateRecord(ctx context.Context, r *model.Record) error
 	SetRecordRunning(ctx context.Context, id, runID, name string) error
 	UpdateStage(ctx context.Context, id string, u model.StageUpdate) error
 	FinishRecord(ctx context.Context, id, status, errorMessage string, end time.Time) error
@@ -101,6 +102,21 @@ type StageInput struct {
 	Record RecordInput          `json:"record"`
 	Env    executor.Environment `json:"env"`
 	Stage  string               `json:"stage"`
+}
+
+// CreateScheduledRecord writes the record of a run a cron's schedule started (a
+// retry finds it already there).
+func (a *Activities) CreateScheduledRecord(ctx context.Context, in RecordInput) error {
+	params := in.Params
+	err := a.Store.CreateRecord(ctx, &model.Record{
+		ID: in.RecordID, ProjectID: in.ProjectID, PipelineID: in.PipelineID, Trigger: in.Trigger,
+		PerformParams: &params, StageStatus: &model.StageStatus{}, Status: model.StatusPending,
+		StartTime: in.StartTime, WorkflowID: in.RecordID,
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return nil
+	}
+	return err
 }
 
 // RecordStarted marks the record Running with the run that executes it.

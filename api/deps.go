@@ -45,6 +45,17 @@ type Runs interface {
 	Started(ctx context.Context, recordID string) (bool, error)
 }
 
+// Schedules keeps a pipeline's crons as Temporal Schedules.
+type Schedules interface {
+	// SyncSchedules creates, updates and deletes (beyond the crons; previous is how
+	// many crons the pipeline had) the pipeline's schedules. A refused cron is an
+	// error with a CronIndex() int method naming it.
+	SyncSchedules(ctx context.Context, project *model.Project, p *model.Pipeline, previous int) error
+	DeleteSchedules(ctx context.Context, p *model.Pipeline) error
+	// DescribeSchedules fills the crons' next run times and paused state.
+	DescribeSchedules(ctx context.Context, p *model.Pipeline) error
+}
+
 // Hooks let later features (schedules, webhooks) act when objects go away. Each hook
 // is optional; an error aborts the deletion.
 type Hooks struct {

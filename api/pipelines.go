@@ -1,7 +1,9 @@
 package api
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
@@ -95,12 +97,25 @@ func (h *handlers) createPipeline(c echo.Context) error {
 		return err
 	}
 	p.ProjectID = proj.ID
-	if err := h.store.CreatePipeline(c.Request().Context(), p); err != nil {
+	ctx := c.Request().Context()
+	if err := h.store.CreatePipeline(ctx, p); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return alreadyExists("pipeline", p.Name)
 		}
 		return err
 	}
+	// Schedules are made from the stored pipeline: its secrets are sealed by now.
+	if err := h.syncSchedules(ctx, proj, p, 0); err != nil {
+		bg := context.WithoutCancel(ctx)
+		if h.schedules != nil {
+			_ = h.schedules.DeleteSchedules(bg, p)
+		}
+		if delErr := h.store.DeletePipeline(bg, p.ID); delErr != nil {
+			h.log.Error("roll back pipeline after failed schedule sync", "pipeline", p.ID, "error", delErr)
+		}
+		return err
+	}
+	h.describeSchedules(ctx, p)
 	p.Redact()
 	return c.JSON(http.StatusCreated, p)
 }
@@ -110,6 +125,7 @@ func (h *handlers) getPipeline(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	h.describeSchedules(c.Request().Context(), p)
 	p.Redact()
 	return c.JSON(http.StatusOK, p)
 }
@@ -123,12 +139,24 @@ func (h *handlers) updatePipeline(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := h.store.UpdatePipeline(c.Request().Context(), proj.ID, old.Name, p); err != nil {
+	ctx := c.Request().Context()
+	if err := h.store.UpdatePipeline(ctx, proj.ID, old.Name, p); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return alreadyExists("pipeline", p.Name)
 		}
 		return err
 	}
+	if err := h.syncSchedules(ctx, proj, p, len(cronsOf(old))); err != nil {
+		// Put the pipeline and its schedules back as they were.
+		bg := context.WithoutCancel(ctx)
+		if rbErr := h.store.UpdatePipeline(bg, proj.ID, p.Name, old); rbErr != nil {
+			h.log.Error("roll back pipeline after failed schedule sync", "pipeline", old.ID, "error", rbErr)
+		} else if rbErr := h.syncSchedules(bg, proj, old, len(cronsOf(p))); rbErr != nil {
+			h.log.Error("restore schedules after failed sync", "pipeline", old.ID, "error", rbErr)
+		}
+		return err
+	}
+	h.describeSchedules(ctx, p)
 	p.Redact()
 	return c.JSON(http.StatusOK, p)
 }
@@ -155,6 +183,11 @@ func (h *handlers) stopPipeline(c echo.Context, proj *model.Project, p *model.Pi
 			return err
 		}
 	}
+	if h.schedules != nil && len(cronsOf(p)) > 0 {
+		if err := h.schedules.DeleteSchedules(ctx, p); err != nil {
+			return &Unavailable{Service: "temporal", Err: err}
+		}
+	}
 	for _, status := range []string{model.StatusPending, model.StatusRunning} {
 		recs, _, err := h.store.ListRecords(ctx, p.ID, store.ListOptions{Filter: map[string]string{"status": status}})
 		if err != nil {
@@ -167,4 +200,41 @@ func (h *handlers) stopPipeline(c echo.Context, proj *model.Project, p *model.Pi
 		}
 	}
 	return nil
+}
+
+func cronsOf(p *model.Pipeline) []model.Cron {
+	if p.AutoTrigger == nil || p.AutoTrigger.CronTrigger == nil {
+		return nil
+	}
+	return p.AutoTrigger.CronTrigger.Crons
+}
+
+// syncSchedules turns the pipeline's crons into Temporal Schedules; a cron Temporal
+// refuses is a 400 naming it, Temporal being unreachable a 503.
+func (h *handlers) syncSchedules(ctx context.Context, proj *model.Project, p *model.Pipeline, previous int) error {
+	if h.schedules == nil || (previous == 0 && len(cronsOf(p)) == 0) {
+		return nil
+	}
+	err := h.schedules.SyncSchedules(ctx, proj, p, previous)
+	var cronErr interface{ CronIndex() int }
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &cronErr):
+		i := cronErr.CronIndex()
+		return invalidField(fmt.Sprintf("autoTrigger.cronTrigger.crons[%d].expression", i),
+			"%q is not a valid cron expression", cronsOf(p)[i].Expression)
+	}
+	return &Unavailable{Service: "temporal", Err: err}
+}
+
+// describeSchedules adds next run times and paused states; without Temporal the
+// pipeline is shown without them.
+func (h *handlers) describeSchedules(ctx context.Context, p *model.Pipeline) {
+	if h.schedules == nil || len(cronsOf(p)) == 0 {
+		return
+	}
+	if err := h.schedules.DescribeSchedules(ctx, p); err != nil {
+		h.log.Warn("describe the pipeline's schedules", "pipeline", p.ID, "error", err)
+	}
 }

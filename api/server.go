@@ -24,13 +24,15 @@ const MaxBodyBytes = 1 << 20
 
 // Config wires the server to its dependencies.
 type Config struct {
-	Store   Store
-	Runs    Runs
-	Checks  map[string]func(context.Context) error // readiness checks by service name
-	Logger  *slog.Logger
-	Hooks   Hooks
-	BodyMax int64
-	Logs    Logs // stored stage logs; the log endpoints answer 503 without it
+	Store Store
+	Runs  Runs
+	// Schedules runs pipelines' crons; nil means crons are stored but never run.
+	Schedules Schedules
+	Checks    map[string]func(context.Context) error // readiness checks by service name
+	Logger    *slog.Logger
+	Hooks     Hooks
+	BodyMax   int64
+	Logs      Logs // stored stage logs; the log endpoints answer 503 without it
 }
 
 // New builds the Echo server with every route registered.
@@ -47,7 +49,7 @@ func New(cfg Config) *echo.Echo {
 	e.Use(middleware.Recover())
 	e.Use(bodyLimit(cfg.BodyMax))
 
-	h := &handlers{store: cfg.Store, runs: cfg.Runs, hooks: cfg.Hooks, log: cfg.Logger, logs: cfg.Logs}
+	h := &handlers{store: cfg.Store, runs: cfg.Runs, schedules: cfg.Schedules, hooks: cfg.Hooks, log: cfg.Logger, logs: cfg.Logs}
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", readiness(cfg.Checks))
 
@@ -80,11 +82,12 @@ func New(cfg Config) *echo.Echo {
 }
 
 type handlers struct {
-	store Store
-	runs  Runs
-	hooks Hooks
-	log   *slog.Logger
-	logs  Logs
+	store     Store
+	runs      Runs
+	schedules Schedules
+	hooks     Hooks
+	log       *slog.Logger
+	logs      Logs
 }
 
 // bodyLimit answers 413 for a body over max, before a handler reads it, and caps

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cycloneci/cyclone/activities"
 	"github.com/cycloneci/cyclone/internal/model"
+	"github.com/cycloneci/cyclone/internal/searchattr"
 )
 
 // RecordWorkflowName is the registered name of the PipelineRecord workflow.
@@ -42,6 +43,17 @@ func PipelineRecord(ctx workflow.Context, in activities.RecordInput) error {
 		ScheduleToCloseTimeout: projectionRetryWindow,
 		RetryPolicy:            &temporal.RetryPolicy{InitialInterval: 200 * time.Millisecond, MaximumInterval: 30 * time.Second},
 	})
+	if in.RecordID == "" {
+		// Started by a cron's schedule: the record is this run, named by its workflow
+		// ID (unique per scheduled time), and is created here.
+		in.RecordID, in.StartTime = info.WorkflowExecution.ID, workflow.Now(ctx).UTC()
+		if err := workflow.UpsertTypedSearchAttributes(ctx, searchattr.Record.ValueSet(in.RecordID)); err != nil {
+			return err
+		}
+		if err := workflow.ExecuteLocalActivity(projection, a.CreateScheduledRecord, in).Get(ctx, nil); err != nil {
+			return err
+		}
+	}
 	var status, message string
 	if err := workflow.ExecuteLocalActivity(projection, a.RecordStarted, in.RecordID, info.WorkflowExecution.RunID).Get(ctx, nil); err != nil {
 		if !isCancel(ctx) {

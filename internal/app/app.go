@@ -78,10 +78,11 @@ func NewAPI(st *store.Store, tc client.Client, namespace, taskQueue string, logg
 	runs.TaskQueue = taskQueue
 	runs.SearchAttributes = searchAttributesReady(tc, namespace, logger)
 	return api.New(api.Config{
-		Store:  st,
-		Runs:   runs,
-		Logger: logger,
-		Logs:   recordLogs{Reader: &logs.Reader{Store: st, Hub: logs.ProcessHub()}, st: st},
+		Store:     st,
+		Runs:      runs,
+		Schedules: runs,
+		Logger:    logger,
+		Logs:      recordLogs{Reader: &logs.Reader{Store: st, Hub: logs.ProcessHub()}, st: st},
 		Checks: map[string]func(context.Context) error{
 			"mongodb": st.Ping,
 			"temporal": func(ctx context.Context) error {

@@ -81,6 +81,10 @@ type Cron struct {
 	Expression string   `json:"expression" bson:"expression"`
 	Timezone   string   `json:"timezone,omitempty" bson:"timezone,omitempty"`
 	Stages     []string `json:"stages,omitempty" bson:"stages,omitempty"`
+
+	// From the cron's Temporal Schedule, when the pipeline is read.
+	NextRunTimes []time.Time `json:"nextRunTimes,omitempty" bson:"-"`
+	Paused       bool        `json:"paused,omitempty" bson:"-"`
 }
 
 // SCMTrigger maps SCM events to the stages they run.

@@ -39,7 +39,8 @@ func (s *Store) sealPipeline(p, old *model.Pipeline) error {
 		if err != nil {
 			return err
 		}
-		o.SealedPassword = sealed
+		// The plaintext goes: p may travel on (a schedule's workflow input).
+		o.SealedPassword, o.Password = sealed, ""
 	}
 	return nil
 }

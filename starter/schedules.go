@@ -1,0 +1,164 @@
+package starter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/cycloneci/cyclone/activities"
+	"github.com/cycloneci/cyclone/internal/model"
+	"github.com/cycloneci/cyclone/internal/searchattr"
+	"github.com/cycloneci/cyclone/workflows"
+)
+
+// ScheduleID names the Temporal Schedule of a pipeline's i-th cron.
+func ScheduleID(pipelineID string, i int) string {
+	return fmt.Sprintf("cyclone-cron-%s-%d", pipelineID, i)
+}
+
+// CronError is a cron Temporal refused (a bad expression).
+type CronError struct {
+	Index int
+	Err   error
+}
+
+func (e *CronError) Error() string { return fmt.Sprintf("cron %d: %v", e.Index, e.Err) }
+func (e *CronError) Unwrap() error { return e.Err }
+
+// CronIndex says which cron of the pipeline was refused.
+func (e *CronError) CronIndex() int { return e.Index }
+
+func crons(p *model.Pipeline) []model.Cron {
+	if p == nil || p.AutoTrigger == nil || p.AutoTrigger.CronTrigger == nil {
+		return nil
+	}
+	return p.AutoTrigger.CronTrigger.Crons
+}
+
+// defaultRef is the ref a cron record builds: the main code source's, else master.
+func defaultRef(p *model.Pipeline) string {
+	if src := p.Build.Stages.CodeCheckout.Main(); src != nil {
+		for _, g := range []*model.GitSource{src.GitHub, src.GitLab} {
+			if g != nil && g.Ref != "" {
+				return g.Ref
+			}
+		}
+	}
+	return "master"
+}
+
+// scheduleInput is what a cron's schedule starts: a record whose ID and start time
+// the workflow takes from its own run (see workflows.PipelineRecord).
+func scheduleInput(project *model.Project, p *model.Pipeline, c model.Cron) activities.RecordInput {
+	params := model.PerformParams{Ref: defaultRef(p), Stages: c.Stages}
+	return activities.RecordInput{
+		ProjectID:    project.ID,
+		PipelineID:   p.ID,
+		Project:      project.Name,
+		Pipeline:     p.Name,
+		Trigger:      model.TriggerCron,
+		Params:       params,
+		Stages:       orderedStages(c.Stages, p.Build.Stages),
+		Build:        p.Build,
+		StageTimeout: p.StageTimeout(),
+	}
+}
+
+func (s *Starter) scheduleAction(project *model.Project, p *model.Pipeline, c model.Cron) *client.ScheduleWorkflowAction {
+	a := &client.ScheduleWorkflowAction{
+		// Temporal appends the scheduled time, so each run's workflow ID (the record
+		// ID) is unique.
+		ID:        "cyclone-cron-" + p.ID,
+		Workflow:  workflows.RecordWorkflowName,
+		Args:      []any{scheduleInput(project, p, c)},
+		TaskQueue: s.TaskQueue,
+	}
+	if s.SearchAttributes {
+		a.TypedSearchAttributes = temporal.NewSearchAttributes(
+			searchattr.Project.ValueSet(project.Name),
+			searchattr.Pipeline.ValueSet(p.Name),
+			searchattr.Trigger.ValueSet(model.TriggerCron),
+		)
+	}
+	return a
+}
+
+func scheduleSpec(c model.Cron) client.ScheduleSpec {
+	return client.ScheduleSpec{CronExpressions: []string{c.Expression}, TimeZoneName: c.Timezone}
+}
+
+// SyncSchedules makes the pipeline's Temporal Schedules match its crons: one
+// schedule per cron, created or updated in place (a pause set from the CLI stays),
+// and the schedules of crons beyond the list (previous is how many there were)
+// deleted. A cron Temporal refuses is a *CronError.
+func (s *Starter) SyncSchedules(ctx context.Context, project *model.Project, p *model.Pipeline, previous int) error {
+	sc := s.Client.ScheduleClient()
+	for i, c := range crons(p) {
+		id := ScheduleID(p.ID, i)
+		action := s.scheduleAction(project, p, c)
+		spec := scheduleSpec(c)
+		h := sc.GetHandle(ctx, id)
+		_, err := h.Describe(ctx)
+		var notFound *serviceerror.NotFound
+		switch {
+		case errors.As(err, &notFound):
+			_, err = sc.Create(ctx, client.ScheduleOptions{
+				ID: id, Spec: spec, Action: action,
+				// A cron run is skipped while the previous one still runs.
+				Overlap: enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
+			})
+		case err == nil:
+			err = h.Update(ctx, client.ScheduleUpdateOptions{DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
+				sched := in.Description.Schedule
+				sched.Action, sched.Spec = action, &spec
+				return &client.ScheduleUpdate{Schedule: &sched}, nil
+			}})
+		}
+		var invalid *serviceerror.InvalidArgument
+		if errors.As(err, &invalid) {
+			return &CronError{Index: i, Err: err}
+		}
+		if err != nil {
+			return fmt.Errorf("sync schedule %s: %w", id, err)
+		}
+	}
+	return s.deleteSchedules(ctx, p.ID, len(crons(p)), previous)
+}
+
+// DeleteSchedules deletes the schedules of a pipeline that had n crons.
+func (s *Starter) DeleteSchedules(ctx context.Context, p *model.Pipeline) error {
+	return s.deleteSchedules(ctx, p.ID, 0, len(crons(p)))
+}
+
+func (s *Starter) deleteSchedules(ctx context.Context, pipelineID string, from, to int) error {
+	for i := from; i < to; i++ {
+		err := s.Client.ScheduleClient().GetHandle(ctx, ScheduleID(pipelineID, i)).Delete(ctx)
+		var notFound *serviceerror.NotFound
+		if err != nil && !errors.As(err, &notFound) {
+			return fmt.Errorf("delete schedule %s: %w", ScheduleID(pipelineID, i), err)
+		}
+	}
+	return nil
+}
+
+// DescribeSchedules fills each cron's next run times and paused state from its
+// schedule, so a pause set with the `temporal` CLI shows up.
+func (s *Starter) DescribeSchedules(ctx context.Context, p *model.Pipeline) error {
+	cs := crons(p)
+	for i := range cs {
+		desc, err := s.Client.ScheduleClient().GetHandle(ctx, ScheduleID(p.ID, i)).Describe(ctx)
+		if err != nil {
+			return fmt.Errorf("describe schedule %s: %w", ScheduleID(p.ID, i), err)
+		}
+		cs[i].NextRunTimes = desc.Info.NextActionTimes
+		if st := desc.Schedule.State; st != nil {
+			cs[i].Paused = st.Paused
+		}
+	}
+	return nil
+}
