@@ -301,7 +301,7 @@ func stageTitle(stage string) string {
 
 func isRetryable(err error) bool {
 	var appErr *temporal.ApplicationError
-	if ok := asAppErr(err, &appErr); ok {
+	if errors.As(err, &appErr) {
 		return !appErr.NonRetryable()
 	}
 	return true
@@ -309,7 +309,7 @@ func isRetryable(err error) bool {
 
 func appMessage(err error) string {
 	var appErr *temporal.ApplicationError
-	if asAppErr(err, &appErr) {
+	if errors.As(err, &appErr) {
 		return appErr.Message()
 	}
 	return err.Error()

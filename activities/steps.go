@@ -22,7 +22,6 @@ import (
 	"github.com/cycloneci/cyclone/internal/store"
 )
 
-func asAppErr(err error, target **temporal.ApplicationError) bool { return errors.As(err, target) }
 
 type nopCloser struct{ io.Writer }
 
