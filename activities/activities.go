@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/cycloneci/cyclone/internal/executor"
 	"github.com/cycloneci/cyclone/internal/logs"
+	"github.com/cycloneci/cyclone/internal/metrics"
 	"github.com/cycloneci/cyclone/internal/model"
 	"github.com/cycloneci/cyclone/internal/store"
 )
@@ -59,6 +61,24 @@ type Activities struct {
 	HeartbeatInterval time.Duration
 	// Now is the clock (tests may replace it).
 	Now func() time.Time
+	// Logger logs what happens to records and stages (default slog.Default()).
+	Logger *slog.Logger
+	// Metrics counts records and times stages; nil records nothing.
+	Metrics *metrics.Metrics
+}
+
+func (a *Activities) logger() *slog.Logger {
+	if a.Logger != nil {
+		return a.Logger
+	}
+	return slog.Default()
+}
+
+// recordLogger logs with the record's project, pipeline (names, as in the API's
+// paths) and IDs.
+func (a *Activities) recordLogger(in RecordInput) *slog.Logger {
+	return a.logger().With("project", in.Project, "pipeline", in.Pipeline, "record", in.RecordID,
+		"projectID", in.ProjectID, "pipelineID", in.PipelineID)
 }
 
 func (a *Activities) now() time.Time {
@@ -121,7 +141,21 @@ func (a *Activities) CreateScheduledRecord(ctx context.Context, in RecordInput) 
 
 // RecordStarted marks the record Running with the run that executes it.
 func (a *Activities) RecordStarted(ctx context.Context, recordID, runID string) error {
-	return a.Store.SetRecordRunning(ctx, recordID, runID, "")
+	if err := a.Store.SetRecordRunning(ctx, recordID, runID, ""); err != nil {
+		return err
+	}
+	logger := a.logger().With("record", recordID)
+	if a.Metrics != nil {
+		// The trigger label costs a read, made only when metrics are on.
+		trigger := ""
+		if r, err := a.Store.GetRecordByID(ctx, recordID); err == nil {
+			trigger = r.Trigger
+			logger = logger.With("projectID", r.ProjectID, "pipelineID", r.PipelineID, "trigger", r.Trigger)
+		}
+		a.Metrics.RecordStarted(trigger)
+	}
+	logger.Info("record started", "runID", runID)
+	return nil
 }
 
 // FinishRecord puts the record in its final state. When nameFromTime is set and the
@@ -129,7 +163,11 @@ func (a *Activities) RecordStarted(ctx context.Context, recordID, runID string) 
 func (a *Activities) FinishRecord(ctx context.Context, recordID, status, message string, nameFromTime bool) error {
 	err := a.finishRecord(ctx, recordID, status, message, nameFromTime)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil // the record was deleted while it ran: nothing left to project
+		err = nil // the record was deleted while it ran: nothing left to project
+	}
+	if err == nil {
+		a.Metrics.RecordFinished(status)
+		a.logger().Info("record finished", "record", recordID, "status", status)
 	}
 	return err
 }
@@ -166,6 +204,7 @@ func (a *Activities) TeardownEnvironment(ctx context.Context, env executor.Envir
 // RunStage runs one stage and writes its status into the record.
 func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 	info := activity.GetInfo(ctx)
+	logger := a.recordLogger(in.Record).With("stage", in.Stage, "attempt", info.Attempt)
 	start := a.now()
 	// The Running mark is written while the step starts rather than before it: it
 	// saves a store round trip per stage, and the final write waits for it.
@@ -193,7 +232,7 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 	update := model.StageUpdate{Stage: in.Stage, EndTime: &end, Commit: outcome.commit}
 	if err := <-running; err != nil {
 		// The step ran all the same: the final write below carries the start time.
-		activity.GetLogger(ctx).Warn("mark stage running", "stage", in.Stage, "error", err)
+		logger.Warn("mark stage running", "error", err)
 		update.StartTime = &start
 	}
 	switch {
@@ -202,6 +241,8 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 	case workerStopping(ctx):
 		// The worker is shutting down, the record is not aborted: the stage stays
 		// Running and is retried when the worker (or its replacement) is back.
+		a.Metrics.StageFinished(in.Stage, metrics.OutcomeError, end.Sub(start))
+		logger.Warn("worker stopped during the stage; it will be retried")
 		return temporal.NewApplicationError("worker stopped during the stage", "WorkerStopped")
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		update.Status = model.StatusFailed
@@ -213,14 +254,19 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 		update.ErrorMessage = logs.MaskString(appMessage(runErr), secrets.mask)
 	default:
 		// An infrastructure error: the stage is retried and stays Running.
-		return maskError(runErr, secrets.mask)
+		err := maskError(runErr, secrets.mask)
+		a.Metrics.StageFinished(in.Stage, metrics.OutcomeError, end.Sub(start))
+		logger.Warn("stage attempt failed; it will be retried", "error", err)
+		return err
 	}
+	a.Metrics.StageFinished(in.Stage, update.Status, end.Sub(start))
+	logger.Info("stage finished", "status", update.Status, "duration", end.Sub(start))
 	if err := a.writeOutcome(ctx, in.Record.RecordID, outcome.name, update); err != nil {
 		return err
 	}
 	if closeErr != nil {
 		// Rerunning the step would not bring the lost lines back.
-		activity.GetLogger(ctx).Warn("stage log incomplete", "stage", in.Stage, "error", closeErr)
+		logger.Warn("stage log incomplete", "error", closeErr)
 	}
 	if runErr != nil {
 		return maskError(runErr, secrets.mask)

@@ -22,7 +22,6 @@ import (
 	"github.com/cycloneci/cyclone/internal/store"
 )
 
-
 type nopCloser struct{ io.Writer }
 
 func (nopCloser) Close() error { return nil }

@@ -84,7 +84,7 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		}
 		apiErr := toAPIError(err)
 		if apiErr.Status >= 500 {
-			log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "status", apiErr.Status, "error", err)
+			log.Error("request failed", append([]any{"method", c.Request().Method, "path", c.Path(), "status", apiErr.Status, "error", err}, pathParams(c)...)...)
 		}
 		if c.Request().Method == http.MethodHead {
 			_ = c.NoContent(apiErr.Status)
@@ -92,6 +92,19 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		}
 		_ = c.JSON(apiErr.Status, apiErr)
 	}
+}
+
+// pathParams are the request's path parameters (project, pipeline, record) as log
+// attributes.
+func pathParams(c echo.Context) []any {
+	names, values := c.ParamNames(), c.ParamValues()
+	attrs := make([]any, 0, 2*len(names))
+	for i, name := range names {
+		if i < len(values) {
+			attrs = append(attrs, name, values[i])
+		}
+	}
+	return attrs
 }
 
 func toAPIError(err error) *Error {

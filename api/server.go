@@ -17,6 +17,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/cycloneci/cyclone/internal/metrics"
 )
 
 // MaxBodyBytes bounds request bodies.
@@ -33,6 +35,8 @@ type Config struct {
 	Hooks     Hooks
 	BodyMax   int64
 	Logs      Logs // stored stage logs; the log endpoints answer 503 without it
+	// Metrics is served at /metrics and times every request; nil: neither.
+	Metrics *metrics.Metrics
 }
 
 // New builds the Echo server with every route registered.
@@ -46,14 +50,19 @@ func New(cfg Config) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(cfg.Logger)
+	e.Use(cfg.Metrics.Middleware())
 	e.Use(middleware.Recover())
 	e.Use(bodyLimit(cfg.BodyMax))
 
 	h := &handlers{store: cfg.Store, runs: cfg.Runs, schedules: cfg.Schedules, hooks: cfg.Hooks, log: cfg.Logger, logs: cfg.Logs}
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", readiness(cfg.Checks))
+	if cfg.Metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(cfg.Metrics.Handler()))
+	}
 
 	v1 := e.Group("/api/v1")
+	v1.GET("/openapi.json", getOpenAPI)
 	v1.GET("/projects", h.listProjects)
 	v1.POST("/projects", h.createProject)
 	v1.GET("/projects/:project", h.getProject)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/cycloneci/cyclone/internal/executor"
 	"github.com/cycloneci/cyclone/internal/executor/docker"
 	"github.com/cycloneci/cyclone/internal/executor/local"
+	"github.com/cycloneci/cyclone/internal/metrics"
 	"github.com/cycloneci/cyclone/internal/secrets"
 	"github.com/cycloneci/cyclone/internal/store"
 )
@@ -52,6 +54,7 @@ type workerCmd struct {
 	mongoFlags    `embed:""`
 	workerFlags   `embed:""`
 	SecretKey     string `help:"Key encrypting secrets at rest (the same as the server's). Required."`
+	MetricsListen string `help:"Address serving this worker's Prometheus /metrics (records and stages it ran); empty: none." default:""`
 }
 
 type devCmd struct {
@@ -76,9 +79,10 @@ func (c *serverCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	}
 	defer st.Close(context.Background())
 	defer tc.Close()
-	app.StartReconciler(ctx, st, tc, logger)
+	m := metrics.New()
+	app.StartReconciler(ctx, st, tc, logger, m)
 	app.StartRotation(ctx, st, c.KeepRecords, logger)
-	e := app.NewAPI(st, tc, c.TemporalNamespace, c.TaskQueue, logger)
+	e := app.NewAPI(st, tc, c.TemporalNamespace, c.TaskQueue, logger, m)
 	return app.Serve(ctx, e, c.Listen, func(addr string) { logger.Info("API listening", "address", addr) })
 }
 
@@ -108,17 +112,27 @@ func (c *workerCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if kind == "local" {
 		logger.Warn("steps run as host processes of the worker, without isolation: use only for trusted pipelines")
 	}
-	w, err := app.NewWorker(st, tc, ex, app.WorkerConfig{TaskQueue: c.TaskQueue, WorkerID: c.WorkerID, MaxConcurrentStages: c.MaxConcurrentStages})
+	var m *metrics.Metrics
+	if c.MetricsListen != "" {
+		m = metrics.New()
+	}
+	w, err := app.NewWorker(st, tc, ex, app.WorkerConfig{TaskQueue: c.TaskQueue, WorkerID: c.WorkerID, MaxConcurrentStages: c.MaxConcurrentStages,
+		Logger: logger, Metrics: m})
 	if err != nil {
 		return err
 	}
 	if err := w.Start(); err != nil {
 		return err
 	}
+	defer w.Stop()
 	logger.Info("worker started", "executor", kind, "taskQueue", c.TaskQueue)
-	<-ctx.Done()
-	w.Stop()
-	return nil
+	if m == nil {
+		<-ctx.Done()
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	return app.Serve(ctx, mux, c.MetricsListen, func(addr string) { logger.Info("metrics listening", "address", addr) })
 }
 
 func boxFromFlag(key string) (*secrets.Box, error) {
@@ -237,8 +251,10 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		workerID = "dev"
 	}
 	// The dev process is the only worker: its stages can use the shared queue.
+	// One process, one Metrics: the API's /metrics shows the worker's series too.
+	m := metrics.New()
 	w, err := app.NewWorker(st, tc, ex, app.WorkerConfig{TaskQueue: c.TaskQueue, WorkerID: workerID,
-		MaxConcurrentStages: c.MaxConcurrentStages, SingleWorker: true})
+		MaxConcurrentStages: c.MaxConcurrentStages, SingleWorker: true, Logger: logger, Metrics: m})
 	if err != nil {
 		return err
 	}
@@ -247,9 +263,9 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	}
 	defer w.Stop()
 
-	app.StartReconciler(ctx, st, tc, logger)
+	app.StartReconciler(ctx, st, tc, logger, m)
 	app.StartRotation(ctx, st, c.KeepRecords, logger)
-	e := app.NewAPI(st, tc, tsrv.Namespace(), c.TaskQueue, logger)
+	e := app.NewAPI(st, tc, tsrv.Namespace(), c.TaskQueue, logger, m)
 	return app.Serve(ctx, e, c.Listen, func(addr string) {
 		fmt.Printf(`Cyclone is running (started in %s).
   API:          http://%s/api/v1

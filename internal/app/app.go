@@ -20,6 +20,7 @@ import (
 	"github.com/cycloneci/cyclone/api"
 	"github.com/cycloneci/cyclone/internal/executor"
 	"github.com/cycloneci/cyclone/internal/logs"
+	"github.com/cycloneci/cyclone/internal/metrics"
 	"github.com/cycloneci/cyclone/internal/model"
 	"github.com/cycloneci/cyclone/internal/reconcile"
 	"github.com/cycloneci/cyclone/internal/searchattr"
@@ -72,8 +73,12 @@ func (f levelFilter) WithGroup(n string) slog.Handler {
 	return levelFilter{Handler: f.Handler.WithGroup(n), min: f.min}
 }
 
-// NewAPI builds the HTTP API on a store and a Temporal client.
-func NewAPI(st *store.Store, tc client.Client, namespace, taskQueue string, logger *slog.Logger) *echo.Echo {
+// NewAPI builds the HTTP API on a store and a Temporal client. With m it serves
+// /metrics, times requests and counts the pending records in st on each scrape.
+func NewAPI(st *store.Store, tc client.Client, namespace, taskQueue string, logger *slog.Logger, m *metrics.Metrics) *echo.Echo {
+	m.SetPendingCounter(func(ctx context.Context) (int64, error) {
+		return st.CountRecordsByStatus(ctx, model.StatusPending)
+	})
 	runs := starter.New(tc)
 	runs.TaskQueue = taskQueue
 	runs.SearchAttributes = searchAttributesReady(tc, namespace, logger)
@@ -83,6 +88,7 @@ func NewAPI(st *store.Store, tc client.Client, namespace, taskQueue string, logg
 		Schedules: runs,
 		Logger:    logger,
 		Logs:      recordLogs{Reader: &logs.Reader{Store: st, Hub: logs.ProcessHub()}, st: st},
+		Metrics:   m,
 		Checks: map[string]func(context.Context) error{
 			"mongodb": st.Ping,
 			"temporal": func(ctx context.Context) error {
@@ -121,9 +127,10 @@ func searchAttributesReady(tc client.Client, namespace string, logger *slog.Logg
 }
 
 // StartReconciler closes, in the background until ctx ends, records whose workflow
-// closed without writing its ending (terminated from the CLI, timed out, lost).
-func StartReconciler(ctx context.Context, st *store.Store, tc client.Client, logger *slog.Logger) {
-	r := &reconcile.Reconciler{Store: st, Temporal: tc, Logger: logger}
+// closed without writing its ending (terminated from the CLI, timed out, lost), and
+// counts them in m (which may be nil).
+func StartReconciler(ctx context.Context, st *store.Store, tc client.Client, logger *slog.Logger, m *metrics.Metrics) {
+	r := &reconcile.Reconciler{Store: st, Temporal: tc, Logger: logger, Metrics: m}
 	go r.Run(ctx)
 }
 
@@ -162,11 +169,17 @@ type WorkerConfig struct {
 	WorkerID            string
 	MaxConcurrentStages int
 	SingleWorker        bool
+	// Logger logs records and stages with their project, pipeline and record (default
+	// slog.Default()).
+	Logger *slog.Logger
+	// Metrics counts records and times stages; nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 // NewWorker builds a worker running records on ex.
 func NewWorker(st *store.Store, tc client.Client, ex executor.Executor, cfg WorkerConfig) (*worker.Worker, error) {
-	acts := &activities.Activities{Store: st, Executor: ex, Logs: &logs.Sink{Store: st, Hub: logs.ProcessHub()}}
+	acts := &activities.Activities{Store: st, Executor: ex, Logs: &logs.Sink{Store: st, Hub: logs.ProcessHub()},
+		Logger: cfg.Logger, Metrics: cfg.Metrics}
 	return worker.New(worker.Options{
 		Client:              tc,
 		TaskQueue:           cfg.TaskQueue,

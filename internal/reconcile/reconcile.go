@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
 
+	"github.com/cycloneci/cyclone/internal/metrics"
 	"github.com/cycloneci/cyclone/internal/model"
 )
 
@@ -34,6 +35,8 @@ type Reconciler struct {
 	Store    Store
 	Temporal Temporal
 	Logger   *slog.Logger
+	// Metrics counts the records closed here as finished; nil counts nothing.
+	Metrics *metrics.Metrics
 	// Interval between passes (default 15s).
 	Interval time.Duration
 	// Grace is how old a record must be before it is checked, so a record whose
@@ -117,8 +120,13 @@ func (r *Reconciler) reconcile(ctx context.Context, rec *model.Record) error {
 }
 
 func (r *Reconciler) finish(ctx context.Context, rec *model.Record, status, message string, end time.Time) error {
-	r.logger().Info("closing record after its workflow closed", "record", rec.ID, "status", status, "reason", message)
-	return r.Store.FinishRecord(ctx, rec.ID, status, message, end)
+	r.logger().Info("closing record after its workflow closed", "record", rec.ID,
+		"projectID", rec.ProjectID, "pipelineID", rec.PipelineID, "status", status, "reason", message)
+	if err := r.Store.FinishRecord(ctx, rec.ID, status, message, end); err != nil {
+		return err
+	}
+	r.Metrics.RecordFinished(status)
+	return nil
 }
 
 // terminalStatus maps a closed workflow to the record status it means; "" while the

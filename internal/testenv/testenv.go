@@ -25,6 +25,7 @@ import (
 	"github.com/cycloneci/cyclone/internal/devstack"
 	"github.com/cycloneci/cyclone/internal/executor"
 	"github.com/cycloneci/cyclone/internal/executor/local"
+	"github.com/cycloneci/cyclone/internal/metrics"
 	"github.com/cycloneci/cyclone/internal/secrets"
 	"github.com/cycloneci/cyclone/internal/store"
 	"github.com/cycloneci/cyclone/worker"
@@ -41,6 +42,7 @@ type Env struct {
 	Worker   *worker.Worker
 	MongoURI string
 	Executor executor.Executor
+	Metrics  *metrics.Metrics // the API's /metrics; the env's workers record there too
 
 	t        testing.TB
 	server   *httptest.Server
@@ -177,14 +179,15 @@ func Start(t testing.TB, o Options) *Env {
 	}
 	t.Cleanup(tc.Close)
 
-	env := &Env{Store: st, Temporal: tc, MongoURI: mongoURI, Executor: o.Executor, single: o.SingleWorker, mongo: embedded, mongoDir: mongoDir, temporal: embeddedTemporal, t: t}
+	env := &Env{Store: st, Temporal: tc, MongoURI: mongoURI, Executor: o.Executor, single: o.SingleWorker, mongo: embedded, mongoDir: mongoDir, temporal: embeddedTemporal, t: t,
+		Metrics: metrics.New()}
 	if env.Executor == nil {
 		env.Executor = local.New(t.TempDir())
 	}
 	if !o.NoWorker {
 		env.Worker = env.StartWorker(o.WorkerID)
 	}
-	env.server = httptest.NewServer(app.NewAPI(st, tc, namespace, TaskQueue, logger))
+	env.server = httptest.NewServer(app.NewAPI(st, tc, namespace, TaskQueue, logger, env.Metrics))
 	t.Cleanup(env.server.Close)
 	env.URL = env.server.URL
 	return env
@@ -197,7 +200,8 @@ func (e *Env) StartWorker(id string) *worker.Worker {
 	if id == "" {
 		id = "test"
 	}
-	w, err := app.NewWorker(e.Store, e.Temporal, e.Executor, app.WorkerConfig{TaskQueue: TaskQueue, WorkerID: id, SingleWorker: e.single})
+	w, err := app.NewWorker(e.Store, e.Temporal, e.Executor, app.WorkerConfig{TaskQueue: TaskQueue, WorkerID: id, SingleWorker: e.single,
+		Logger: Logger(), Metrics: e.Metrics})
 	if err != nil {
 		e.t.Fatal(err)
 	}
