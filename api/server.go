@@ -56,7 +56,7 @@ func New(cfg Config) *echo.Echo {
 
 	h := &handlers{store: cfg.Store, runs: cfg.Runs, schedules: cfg.Schedules, hooks: cfg.Hooks, log: cfg.Logger, logs: cfg.Logs}
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
-	e.GET("/readyz", readiness(cfg.Checks))
+	e.GET("/readyz", readiness(cfg.Checks, cfg.Logger))
 	if cfg.Metrics != nil {
 		e.GET("/metrics", echo.WrapHandler(cfg.Metrics.Handler()))
 	}
@@ -105,7 +105,7 @@ func bodyLimit(max int64) echo.MiddlewareFunc {
 	return middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: strconv.FormatInt(max, 10) + "B"})
 }
 
-func readiness(checks map[string]func(context.Context) error) echo.HandlerFunc {
+func readiness(checks map[string]func(context.Context) error, log *slog.Logger) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		status := map[string]string{}
 		ok := true
@@ -115,7 +115,7 @@ func readiness(checks map[string]func(context.Context) error) echo.HandlerFunc {
 		for name, check := range checks {
 			if err := check(ctx); err != nil {
 				// The cause goes to the log, not to whoever asks: it names hosts.
-				slog.Warn("readiness check failed", "service", name, "error", err)
+				log.Warn("readiness check failed", "service", name, "error", err)
 				status[name] = "unavailable"
 				ok = false
 				continue
