@@ -1,3 +1,5 @@
+//go:build historygen
+
 package workflows_test
 
 import (
@@ -27,13 +29,10 @@ import (
 
 // TestWriteRecordHistory regenerates historyFile from a real run of PipelineRecord
 // on an in-memory Temporal server, with stub activities registered under the real
-// activities' names and signatures. It only runs with CYCLONE_WRITE_HISTORY=1:
+// activities' names and signatures. It is a generator, built only with its tag:
 //
-//	CYCLONE_WRITE_HISTORY=1 go test ./workflows/ -run TestWriteRecordHistory
+//	go test -tags historygen ./workflows/ -run TestWriteRecordHistory
 func TestWriteRecordHistory(t *testing.T) {
-	if os.Getenv("CYCLONE_WRITE_HISTORY") != "1" {
-		t.Skip("set CYCLONE_WRITE_HISTORY=1 to regenerate " + historyFile)
-	}
 	ts := temporaltest.NewServer(
 		temporaltest.WithT(t),
 		temporaltest.WithBaseClientOptions(client.Options{Identity: "cyclone-history-generator"}),

@@ -21,7 +21,7 @@ import (
 // historyFile is the history of a real PipelineRecord run (three stages, Success)
 // recorded against an in-memory Temporal server. Regenerate it with
 //
-//	CYCLONE_WRITE_HISTORY=1 go test ./workflows/ -run TestWriteRecordHistory
+//	go test -tags historygen ./workflows/ -run TestWriteRecordHistory
 //
 // only when a change to the workflow is meant to be incompatible (and then version
 // the change or drain the running records first).
