@@ -35,7 +35,8 @@ lint: $(GOLANGCI_LINT)
 
 ## bench: run the benchmarks (figures go to bench/RESULTS.md)
 bench: test-deps
-	$(GO) test -run '^$$' -bench . -benchtime 20x -timeout 30m ./bench/...
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/
+	$(GO) test -run '^$$' -bench . -benchtime 20x -timeout 30m ./bench/logs/
 
 clean:
 	rm -rf bin
