@@ -154,6 +154,11 @@ func StartRotation(ctx context.Context, st *store.Store, keep int64, logger *slo
 			case n > 0:
 				logger.Info("rotated old records", "deleted", n, "keepPerPipeline", keep)
 			}
+			if n, err := st.DeleteOrphanLogs(ctx, RotationInterval); err != nil && ctx.Err() == nil {
+				logger.Warn("delete orphan logs", "error", err)
+			} else if n > 0 {
+				logger.Info("deleted the logs of deleted records", "records", n)
+			}
 			select {
 			case <-ctx.Done():
 				return

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo/options"
@@ -56,6 +57,35 @@ func (s *Store) rotatePipeline(ctx context.Context, pipelineID string, keep int6
 			continue
 		}
 		if err := s.DeleteRecord(ctx, r.ID); err != nil && !errors.Is(err, ErrNotFound) {
+			return deleted, err
+		}
+		deleted++
+	}
+	return deleted, nil
+}
+
+// DeleteOrphanLogs deletes the logs of records that no longer exist: a stage still
+// writing when its record was deleted stores its last lines after the deletion. Logs
+// updated in the last grace period are left alone. It returns how many records' logs
+// it deleted.
+func (s *Store) DeleteOrphanLogs(ctx context.Context, grace time.Duration) (int, error) {
+	ids, err := s.logHeads().Distinct(ctx, "recordID", bson.D{{Key: "updated", Value: bson.D{{Key: "$lte", Value: now().Add(-grace)}}}})
+	if err != nil {
+		return 0, err
+	}
+	deleted := 0
+	for _, v := range ids {
+		id, ok := v.(string)
+		if !ok {
+			continue
+		}
+		if _, err := s.GetRecordByID(ctx, id); !errors.Is(err, ErrNotFound) {
+			if err != nil {
+				return deleted, err
+			}
+			continue
+		}
+		if err := s.deleteLogs(ctx, "recordID", id); err != nil {
 			return deleted, err
 		}
 		deleted++

@@ -15,6 +15,7 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/cycloneci/cyclone/internal/devstack"
+	"github.com/cycloneci/cyclone/internal/logs"
 	"github.com/cycloneci/cyclone/internal/model"
 	"github.com/cycloneci/cyclone/internal/secrets"
 	"github.com/cycloneci/cyclone/internal/store"
@@ -307,6 +308,36 @@ func TestRotateRecords(t *testing.T) {
 			if got := err == nil; got != want {
 				t.Errorf("%s-r%d kept = %v, want %v", name, i, got, want)
 			}
+		}
+	}
+}
+
+func TestDeleteOrphanLogs(t *testing.T) {
+	st, _ := startStore(t)
+	ctx := context.Background()
+	for _, id := range []string{"kept", "deleted"} {
+		if err := st.CreateRecord(ctx, &model.Record{ID: id, PipelineID: "p", Status: model.StatusSuccess, StageStatus: &model.StageStatus{}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.DeleteRecord(ctx, "deleted"); err != nil {
+		t.Fatal(err)
+	}
+	// A stage that was still writing stores its lines after the deletion.
+	for _, id := range []string{"kept", "deleted"} {
+		h := &logs.Head{Stream: logs.Stream{RecordID: id, PipelineID: "p", Stage: model.StageUnitTest}, Tail: []string{"line"}, Lines: 1, Attempt: 1}
+		if err := st.PutLogHead(ctx, h, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := st.DeleteOrphanLogs(ctx, 0)
+	if err != nil || n != 1 {
+		t.Fatalf("deleted the logs of %d records (%v), want 1", n, err)
+	}
+	for id, want := range map[string]bool{"kept": true, "deleted": false} {
+		h, err := st.GetLogHead(ctx, logs.Stream{RecordID: id, Stage: model.StageUnitTest})
+		if err != nil || (h != nil) != want {
+			t.Errorf("log of %s: head %v, %v; want present=%v", id, h, err, want)
 		}
 	}
 }
