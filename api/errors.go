@@ -35,6 +35,7 @@ const (
 	ReasonInternal           = "InternalError"
 	ReasonMethodNotAllowed   = "MethodNotAllowed"
 	ReasonUnauthorized       = "Unauthorized"
+	ReasonForbidden          = "Forbidden"
 	ReasonInvalidStateChange = "InvalidStatusChange"
 )
 

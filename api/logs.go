@@ -206,6 +206,7 @@ func (h *handlers) getLogStream(c echo.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	revoked := h.watchToken(ctx, c, cancel)
 	send := newLineSender(ctx, conn)
 	go keepAlive(ctx, conn)
 	err = h.followLogs(ctx, q, offset, send.send)
@@ -215,6 +216,8 @@ func (h *handlers) getLogStream(c echo.Context) error {
 	switch {
 	case err == nil:
 		_ = conn.Close(websocket.StatusNormalClosure, "end of log")
+	case revoked():
+		_ = conn.Close(websocket.StatusPolicyViolation, "token revoked")
 	case errors.Is(err, errClientTooSlow):
 		send.abort()
 		_ = conn.Close(websocket.StatusPolicyViolation, errClientTooSlow.Error())

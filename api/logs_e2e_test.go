@@ -134,7 +134,8 @@ func startLogStack(t *testing.T) *lgStack {
 		"--temporal-address", temporal.Address(), "--temporal-namespace", temporal.Namespace(),
 		"--task-queue", "logs-e2e", "--secret-key", hex.EncodeToString(key),
 	}
-	s.start(t, "server", append([]string{"server", "--listen", addr}, s.args...)...)
+	serverArgs := append([]string{"server", "--listen", addr, "--admin-token", lgAdminToken}, s.args...)
+	s.start(t, "server", serverArgs...)
 	s.worker = s.startWorker(t)
 
 	deadline := time.Now().Add(time.Minute)
@@ -197,6 +198,9 @@ func (s *lgStack) do(t *testing.T, method, path string, body any) lgResponse {
 		rd = bytes.NewReader(data)
 	}
 	req, err := http.NewRequest(method, s.base+path, rd)
+	if err == nil {
+		req.Header.Set("Authorization", "Bearer "+lgAdminToken)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +310,7 @@ func (s *lgStack) stream(t *testing.T, path string, max int) wsResult {
 func (s *lgStack) streamErr(path string, max int) (wsResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.base, "http")+path, nil)
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.base, "http")+path, lgDialOptions())
 	if err != nil {
 		return wsResult{}, fmt.Errorf("dial %s: %w", path, err)
 	}
@@ -536,7 +540,7 @@ func TestLogsEndToEnd(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		connected := time.Now()
-		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.base, "http")+rec+"/logstream?stage=unitTest", nil)
+		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.base, "http")+rec+"/logstream?stage=unitTest", lgDialOptions())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -680,7 +684,7 @@ func TestLogsEndToEnd(t *testing.T) {
 					// A websocket client gets the same answer instead of an upgrade.
 					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 					defer cancel()
-					c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.base, "http")+tt.path, nil)
+					c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.base, "http")+tt.path, lgDialOptions())
 					if err == nil {
 						c.CloseNow()
 						t.Fatal("upgraded")
@@ -709,4 +713,11 @@ func TestLogsEndToEnd(t *testing.T) {
 			t.Fatalf("log chunk %d left after the record was deleted: %v", seq, err)
 		}
 	})
+}
+
+// lgAdminToken is the admin token of the server process the end-to-end test starts.
+const lgAdminToken = "cyc_logs-e2e-admin"
+
+func lgDialOptions() *websocket.DialOptions {
+	return &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + lgAdminToken}}}
 }

@@ -243,6 +243,7 @@ func TestBodyLimitsAndTrailingData(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			req, _ := http.NewRequest("POST", env.URL+"/api/v1/projects", io.NopCloser(body)) // no Content-Length: chunked
 			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+testenv.AdminToken)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)

@@ -37,6 +37,11 @@ type Config struct {
 	Logs      Logs // stored stage logs; the log endpoints answer 503 without it
 	// Metrics is served at /metrics and times every request; nil: neither.
 	Metrics *metrics.Metrics
+	// AdminToken turns authentication on: every /api/v1 route but the OpenAPI
+	// document needs a bearer token, this one or one made at /api/v1/tokens.
+	// Empty: no authentication (tests of routes only, or --no-auth).
+	AdminToken string
+	Tokens     Tokens
 }
 
 // New builds the Echo server with every route registered.
@@ -54,15 +59,23 @@ func New(cfg Config) *echo.Echo {
 	e.Use(middleware.Recover())
 	e.Use(bodyLimit(cfg.BodyMax))
 
-	h := &handlers{store: cfg.Store, runs: cfg.Runs, schedules: cfg.Schedules, hooks: cfg.Hooks, log: cfg.Logger, logs: cfg.Logs}
+	h := &handlers{store: cfg.Store, runs: cfg.Runs, schedules: cfg.Schedules, hooks: cfg.Hooks, log: cfg.Logger, logs: cfg.Logs, tokens: cfg.Tokens}
+	var guard []echo.MiddlewareFunc
+	if cfg.AdminToken != "" {
+		h.auth = &authenticator{admin: cfg.AdminToken, tokens: cfg.Tokens}
+		guard = append(guard, h.auth.middleware)
+	}
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", readiness(cfg.Checks, cfg.Logger))
 	if cfg.Metrics != nil {
 		e.GET("/metrics", echo.WrapHandler(cfg.Metrics.Handler()))
 	}
 
-	v1 := e.Group("/api/v1")
-	v1.GET("/openapi.json", getOpenAPI)
+	e.GET("/api/v1/openapi.json", getOpenAPI)
+	v1 := e.Group("/api/v1", guard...)
+	v1.POST("/tokens", h.createToken)
+	v1.GET("/tokens", h.listTokens)
+	v1.DELETE("/tokens/:token", h.deleteToken)
 	v1.GET("/projects", h.listProjects)
 	v1.POST("/projects", h.createProject)
 	v1.GET("/projects/:project", h.getProject)
@@ -97,6 +110,8 @@ type handlers struct {
 	hooks     Hooks
 	log       *slog.Logger
 	logs      Logs
+	tokens    Tokens
+	auth      *authenticator // nil: no authentication
 }
 
 // bodyLimit answers 413 for a body over max, before a handler reads it, and caps

@@ -8,11 +8,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	dockerclient "github.com/docker/docker/client"
 	"go.temporal.io/sdk/client"
 
+	"github.com/cycloneci/cyclone/api"
 	"github.com/cycloneci/cyclone/internal/app"
 	"github.com/cycloneci/cyclone/internal/devstack"
 	"github.com/cycloneci/cyclone/internal/executor"
@@ -47,6 +49,8 @@ type serverCmd struct {
 	Listen        string `help:"API listen address." default:":8080"`
 	SecretKey     string `help:"Key encrypting secrets at rest: 32 bytes as 64 hex digits or base64. Required."`
 	KeepRecords   int64  `help:"Finished records kept per pipeline; older ones are deleted with their logs (0: keep all)." default:"50"`
+	AdminToken    string `help:"Admin API token: every /api/v1 route needs it or a token made with it at /api/v1/tokens. Required unless --no-auth."`
+	NoAuth        bool   `help:"Serve the API without authentication (only behind something that authenticates)."`
 }
 
 type workerCmd struct {
@@ -65,6 +69,7 @@ type devCmd struct {
 	MongoAddress    string `help:"Embedded MongoDB-compatible server address." default:"127.0.0.1:27018"`
 	TaskQueue       string `help:"Temporal task queue of record workflows." default:"cyclone"`
 	KeepRecords     int64  `help:"Finished records kept per pipeline; older ones are deleted with their logs (0: keep all)." default:"50"`
+	AdminToken      string `help:"Admin API token (default: generated once and kept in the data dir)."`
 	workerFlags     `embed:""`
 }
 
@@ -72,6 +77,13 @@ func (c *serverCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	box, err := boxFromFlag(c.SecretKey)
 	if err != nil {
 		return err
+	}
+	switch {
+	case c.AdminToken == "" && !c.NoAuth:
+		return errors.New("--admin-token (CYCLONE_ADMIN_TOKEN) is required, or --no-auth to serve the API without authentication")
+	case c.NoAuth:
+		c.AdminToken = ""
+		logger.Warn("the API is served without authentication (--no-auth)")
 	}
 	st, tc, err := connect(ctx, c.temporalFlags, c.mongoFlags, box, logger)
 	if err != nil {
@@ -82,7 +94,7 @@ func (c *serverCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	m := metrics.New()
 	app.StartReconciler(ctx, st, tc, logger, m)
 	app.StartRotation(ctx, st, c.KeepRecords, logger)
-	e := app.NewAPI(st, tc, c.TemporalNamespace, c.TaskQueue, logger, m)
+	e := app.NewAPI(st, tc, c.TemporalNamespace, c.TaskQueue, c.AdminToken, logger, m)
 	return app.Serve(ctx, e, c.Listen, func(addr string) { logger.Info("API listening", "address", addr) })
 }
 
@@ -197,6 +209,12 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	adminToken := c.AdminToken
+	if adminToken == "" {
+		if adminToken, err = loadOrCreateToken(filepath.Join(c.DataDir, "admin.token")); err != nil {
+			return err
+		}
+	}
 	box, err := secrets.New(key)
 	if err != nil {
 		return err
@@ -265,17 +283,18 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 
 	app.StartReconciler(ctx, st, tc, logger, m)
 	app.StartRotation(ctx, st, c.KeepRecords, logger)
-	e := app.NewAPI(st, tc, tsrv.Namespace(), c.TaskQueue, logger, m)
+	e := app.NewAPI(st, tc, tsrv.Namespace(), c.TaskQueue, adminToken, logger, m)
 	return app.Serve(ctx, e, c.Listen, func(addr string) {
 		fmt.Printf(`Cyclone is running (started in %s).
   API:          http://%s/api/v1
+  API token:    %s
   Temporal:     %s (namespace %s)
   Temporal UI:  %s
   MongoDB URI:  %s
   Executor:     %s
   Data dir:     %s
 Press Ctrl-C to stop.
-`, time.Since(started).Round(time.Millisecond), addr, tsrv.Address(), tsrv.Namespace(), orNone(tsrv.UIURL()), msrv.URI(), kind, c.DataDir)
+`, time.Since(started).Round(time.Millisecond), addr, adminToken, tsrv.Address(), tsrv.Namespace(), orNone(tsrv.UIURL()), msrv.URI(), kind, c.DataDir)
 	})
 }
 
@@ -284,4 +303,21 @@ func orNone(s string) string {
 		return "(disabled)"
 	}
 	return s
+}
+
+// loadOrCreateToken reads the dev admin token kept in path, creating it (mode 0600)
+// the first time.
+func loadOrCreateToken(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(data)), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	token, err := api.NewTokenSecret()
+	if err != nil {
+		return "", err
+	}
+	return token, os.WriteFile(path, []byte(token+"\n"), 0o600)
 }

@@ -83,6 +83,9 @@ func startDev(t *testing.T, bin, dataDir string, addrs map[string]string) *devPr
 				t.Fatalf("cyclone dev exited before it was ready:\n%s\n%s", banner.String(), stderr.String())
 			}
 			banner.WriteString(line + "\n")
+			if tok, ok := strings.CutPrefix(strings.TrimSpace(line), "API token:"); ok {
+				apiToken = strings.TrimSpace(tok)
+			}
 			if strings.HasPrefix(line, "Press Ctrl-C") {
 				go func() {
 					for range lines {
@@ -114,12 +117,16 @@ func (d *devProcess) stop(t *testing.T) {
 	}
 }
 
+// apiToken is the API token of the cyclone process under test.
+var apiToken string
+
 func request(t *testing.T, method, url, body string) (int, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Header.Set("Authorization", "Bearer "+apiToken)
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -280,7 +287,8 @@ func TestWorkerKilledMidStage(t *testing.T) {
 		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 		return cmd
 	}
-	start("server", "--listen", api)
+	apiToken = "cyc_kill-test-admin"
+	start("server", "--listen", api, "--admin-token", apiToken)
 	workspaces := t.TempDir()
 	worker := start("worker", "--executor", "local", "--workspace-root", workspaces, "--worker-id", "w1")
 

@@ -75,7 +75,8 @@ func (f levelFilter) WithGroup(n string) slog.Handler {
 
 // NewAPI builds the HTTP API on a store and a Temporal client. With m it serves
 // /metrics, times requests and counts the pending records in st on each scrape.
-func NewAPI(st *store.Store, tc client.Client, namespace, taskQueue string, logger *slog.Logger, m *metrics.Metrics) *echo.Echo {
+// adminToken turns authentication on (see api.Config.AdminToken); "" leaves the API open.
+func NewAPI(st *store.Store, tc client.Client, namespace, taskQueue, adminToken string, logger *slog.Logger, m *metrics.Metrics) *echo.Echo {
 	m.SetPendingCounter(func(ctx context.Context) (int64, error) {
 		return st.CountRecordsByStatus(ctx, model.StatusPending)
 	})
@@ -83,12 +84,14 @@ func NewAPI(st *store.Store, tc client.Client, namespace, taskQueue string, logg
 	runs.TaskQueue = taskQueue
 	runs.SearchAttributes = searchAttributesReady(tc, namespace, logger)
 	return api.New(api.Config{
-		Store:     st,
-		Runs:      runs,
-		Schedules: runs,
-		Logger:    logger,
-		Logs:      recordLogs{Reader: &logs.Reader{Store: st, Hub: logs.ProcessHub()}, st: st},
-		Metrics:   m,
+		AdminToken: adminToken,
+		Tokens:     st,
+		Store:      st,
+		Runs:       runs,
+		Schedules:  runs,
+		Logger:     logger,
+		Logs:       recordLogs{Reader: &logs.Reader{Store: st, Hub: logs.ProcessHub()}, st: st},
+		Metrics:    m,
 		Checks: map[string]func(context.Context) error{
 			"mongodb": st.Ping,
 			"temporal": func(ctx context.Context) error {

@@ -34,6 +34,9 @@ import (
 // TaskQueue is the task queue the test environment's workflows use.
 const TaskQueue = "cyclone-test"
 
+// AdminToken is the test API's admin token; Do sends it unless told otherwise.
+const AdminToken = "cyc_test-admin-token"
+
 // Env is a running Cyclone.
 type Env struct {
 	URL      string // API base, e.g. http://127.0.0.1:1234
@@ -187,7 +190,7 @@ func Start(t testing.TB, o Options) *Env {
 	if !o.NoWorker {
 		env.Worker = env.StartWorker(o.WorkerID)
 	}
-	env.server = httptest.NewServer(app.NewAPI(st, tc, namespace, TaskQueue, logger, env.Metrics))
+	env.server = httptest.NewServer(app.NewAPI(st, tc, namespace, TaskQueue, AdminToken, logger, env.Metrics))
 	t.Cleanup(env.server.Close)
 	env.URL = env.server.URL
 	return env
@@ -252,8 +255,12 @@ func (e *Env) Do(method, path string, body any, header ...string) *Response {
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	req.Header.Set("Authorization", "Bearer "+AdminToken)
 	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
+		req.Header.Set(header[i], header[i+1]) // "Authorization", "" sends none
+	}
+	if req.Header.Get("Authorization") == "" {
+		req.Header.Del("Authorization")
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
