@@ -185,21 +185,29 @@ func (h *handlers) watchToken(ctx context.Context, c echo.Context, cancel contex
 	if h.auth == nil {
 		return gone.Load
 	}
-	go func() {
-		t := time.NewTicker(tokenCheckInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
+	go every(ctx, tokenCheckInterval, func() bool {
+		if h.stillValid(ctx, c) {
+			return true
+		}
+		gone.Store(true)
+		cancel()
+		return false
+	})
+	return gone.Load
+}
+
+// every calls f each interval until ctx ends or f returns false.
+func every(ctx context.Context, interval time.Duration, f func() bool) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if !f() {
 				return
-			case <-t.C:
-				if !h.stillValid(ctx, c) {
-					gone.Store(true)
-					cancel()
-					return
-				}
 			}
 		}
-	}()
-	return gone.Load
+	}
 }

@@ -56,12 +56,6 @@ type Schedules interface {
 	DescribeSchedules(ctx context.Context, p *model.Pipeline) error
 }
 
-// Hooks let later features (schedules, webhooks) act when objects go away. Each hook
-// is optional; an error aborts the deletion.
-type Hooks struct {
-	BeforePipelineDelete func(ctx context.Context, project *model.Project, pipeline *model.Pipeline) error
-}
-
 // Paging defaults.
 const (
 	DefaultLimit = 100

@@ -424,22 +424,15 @@ func (s *lineSender) writerErr() error {
 // keepAlive pings the client until ctx ends; a client that does not answer is
 // disconnected, which ends ctx.
 func keepAlive(ctx context.Context, conn *websocket.Conn) {
-	t := time.NewTicker(logStreamPing)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			pingCtx, cancel := context.WithTimeout(ctx, logStreamPong)
-			err := conn.Ping(pingCtx)
-			cancel()
-			if err != nil {
-				_ = conn.CloseNow()
-				return
-			}
+	every(ctx, logStreamPing, func() bool {
+		pingCtx, cancel := context.WithTimeout(ctx, logStreamPong)
+		defer cancel()
+		if err := conn.Ping(pingCtx); err != nil {
+			_ = conn.CloseNow()
+			return false
 		}
-	}
+		return true
+	})
 }
 
 // performedStages lists, in Cyclone order, the stages the record runs: those it

@@ -178,11 +178,6 @@ func (h *handlers) deletePipeline(c echo.Context) error {
 // stopPipeline runs the deletion hooks and cancels the pipeline's unfinished records.
 func (h *handlers) stopPipeline(c echo.Context, proj *model.Project, p *model.Pipeline) error {
 	ctx := c.Request().Context()
-	if h.hooks.BeforePipelineDelete != nil {
-		if err := h.hooks.BeforePipelineDelete(ctx, proj, p); err != nil {
-			return err
-		}
-	}
 	if h.schedules != nil && len(cronsOf(p)) > 0 {
 		if err := h.schedules.DeleteSchedules(ctx, p); err != nil {
 			return &Unavailable{Service: "temporal", Err: err}

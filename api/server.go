@@ -32,7 +32,6 @@ type Config struct {
 	Schedules Schedules
 	Checks    map[string]func(context.Context) error // readiness checks by service name
 	Logger    *slog.Logger
-	Hooks     Hooks
 	BodyMax   int64
 	Logs      Logs // stored stage logs; the log endpoints answer 503 without it
 	// Metrics is served at /metrics and times every request; nil: neither.
@@ -59,7 +58,7 @@ func New(cfg Config) *echo.Echo {
 	e.Use(middleware.Recover())
 	e.Use(bodyLimit(cfg.BodyMax))
 
-	h := &handlers{store: cfg.Store, runs: cfg.Runs, schedules: cfg.Schedules, hooks: cfg.Hooks, log: cfg.Logger, logs: cfg.Logs, tokens: cfg.Tokens}
+	h := &handlers{store: cfg.Store, runs: cfg.Runs, schedules: cfg.Schedules, log: cfg.Logger, logs: cfg.Logs, tokens: cfg.Tokens}
 	var guard []echo.MiddlewareFunc
 	if cfg.AdminToken != "" {
 		h.auth = &authenticator{admin: cfg.AdminToken, tokens: cfg.Tokens}
@@ -107,7 +106,6 @@ type handlers struct {
 	store     Store
 	runs      Runs
 	schedules Schedules
-	hooks     Hooks
 	log       *slog.Logger
 	logs      Logs
 	tokens    Tokens
