@@ -317,9 +317,11 @@ func TestWorkerKilledMidStage(t *testing.T) {
 	var rec struct{ ID string }
 	_ = json.Unmarshal(b, &rec)
 	recURL := base + "/projects/k/pipelines/p/records/" + rec.ID
+	// Kill once the first attempt's command has run: the Running mark is written
+	// while the step starts, so it can come before the command's first line.
 	waitFor(t, func() bool {
-		_, b := request(t, "GET", recURL, "")
-		return strings.Contains(string(b), `"unitTest":{"status":"Running"`)
+		_, err := os.Stat(filepath.Join(workspaces, rec.ID, "workspace", "attempts.txt"))
+		return err == nil
 	})
 	if err := worker.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
