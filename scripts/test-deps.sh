@@ -6,6 +6,8 @@ set -euo pipefail
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
 [ -x /bin/busybox ] || need+=(busybox-static)
+command -v svnserve >/dev/null 2>&1 || need+=(subversion)
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "test-deps: installing ${need[*]} from Debian packages"
@@ -18,6 +20,9 @@ fi
 missing=0
 command -v git >/dev/null 2>&1 || { echo "test-deps: git is required" >&2; missing=1; }
 [ -x /bin/busybox ] || { echo "test-deps: /bin/busybox (busybox-static) is required" >&2; missing=1; }
+for prog in svn svnadmin svnserve docker-registry; do
+  command -v $prog >/dev/null 2>&1 || { echo "test-deps: $prog is required" >&2; missing=1; }
+done
 if ! docker info >/dev/null 2>&1; then
   echo "test-deps: the Docker engine is required (is the daemon running and /var/run/docker.sock reachable?)" >&2
   missing=1
