@@ -24,6 +24,7 @@ package scm
 import (
 	"context"
 	"errors"
+	"strings"
 )
 
 // Errors a Provider's methods wrap.
@@ -167,4 +168,15 @@ func GitAuth(cfg Config) (user, password string) {
 		return cfg.Username, cfg.Password
 	}
 	return "", ""
+}
+
+// Redact replaces every occurrence of the non-empty secrets in s with "***", for
+// messages that may quote what a server or a program said.
+func Redact(s string, secrets ...string) string {
+	for _, sec := range secrets {
+		if sec != "" {
+			s = strings.ReplaceAll(s, sec, "***")
+		}
+	}
+	return s
 }
