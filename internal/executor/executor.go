@@ -89,6 +89,11 @@ type Step struct {
 	Env []string
 	// WorkDir is relative to the workspace; empty means the workspace itself.
 	WorkDir string
+	// Resources sizes the step, with the keys of a project's worker quota
+	// ("requests.cpu", "limits.memory", ...) and Kubernetes quantities as values
+	// ("500m", "2Gi"). Optional: keys left out take the executor's defaults. Only the
+	// kubernetes executor uses it; the others ignore it.
+	Resources map[string]string
 }
 
 // Result is how a step ended.
