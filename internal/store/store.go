@@ -128,6 +128,7 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 		{s.records, mongo.IndexModel{Keys: bson.D{{Key: "projectID", Value: 1}}}},
 		{s.records, mongo.IndexModel{Keys: bson.D{{Key: "status", Value: 1}}}},
 		{s.tokens(), mongo.IndexModel{Keys: bson.D{{Key: "id", Value: 1}}, Options: unique}},
+		{s.integrations(), mongo.IndexModel{Keys: bson.D{{Key: "name", Value: 1}}, Options: unique}},
 	}
 	for _, spec := range specs {
 		if _, err := spec.coll.Indexes().CreateOne(ctx, spec.model); err != nil {
