@@ -37,7 +37,7 @@ type mongoFlags struct {
 }
 
 type workerFlags struct {
-	Executor            string `help:"Where steps run: docker (containers), local (host processes, no isolation: trusted pipelines only) or auto (docker when the engine answers, else local). Default: docker for cyclone worker, auto for cyclone dev." enum:"auto,docker,local," default:""`
+	Executor            string `help:"Where steps run: docker (containers), kubernetes (pods; cyclone worker only, see --kube-*), local (host processes, no isolation: trusted pipelines only) or auto (docker when the engine answers, else local). Default: docker for cyclone worker, auto for cyclone dev." enum:"auto,docker,kubernetes,local," default:""`
 	WorkspaceRoot       string `help:"Host directory holding record workspaces (default: <data-dir>/workspaces in dev, /var/lib/cyclone/workspaces otherwise)."`
 	WorkerID            string `help:"Stable worker identity; stages of a record return to the worker holding its workspace (default: host name)."`
 	MaxConcurrentStages int    `help:"Stages this worker runs at once." default:"16"`
@@ -57,6 +57,7 @@ type workerCmd struct {
 	temporalFlags `embed:""`
 	mongoFlags    `embed:""`
 	workerFlags   `embed:""`
+	kubeFlags     `embed:""`
 	SecretKey     string `help:"Key encrypting secrets at rest (the same as the server's). Required."`
 	MetricsListen string `help:"Address serving this worker's Prometheus /metrics (records and stages it ran); empty: none." default:""`
 }
@@ -117,7 +118,15 @@ func (c *workerCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if kindFlag == "" {
 		kindFlag = "docker" // never fall back to unisolated host processes by surprise
 	}
-	ex, kind, err := newExecutor(ctx, kindFlag, root)
+	var (
+		ex   executor.Executor
+		kind string
+	)
+	if kindFlag == "kubernetes" {
+		ex, kind, err = newKubernetesExecutor(c.kubeFlags)
+	} else {
+		ex, kind, err = newExecutor(ctx, kindFlag, root)
+	}
 	if err != nil {
 		return err
 	}
@@ -175,6 +184,9 @@ func connect(ctx context.Context, tf temporalFlags, mf mongoFlags, box *secrets.
 
 // newExecutor picks the executor; auto prefers Docker when the engine answers.
 func newExecutor(ctx context.Context, kind, root string) (executor.Executor, string, error) {
+	if kind == "kubernetes" {
+		return nil, "", errors.New("--executor kubernetes is for cyclone worker (with its --kube-* flags)")
+	}
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, "", err
 	}

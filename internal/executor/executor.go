@@ -3,8 +3,9 @@
 // An Executor owns one "environment" per pipeline record: a workspace shared by every
 // stage of that record (the checked-out code, build outputs) and, where the backend
 // has one, a private network (for integration-test services). Implementations live in
-// sub-packages: docker (containers on a Docker engine) and local (host processes, for
-// development and tests).
+// sub-packages: docker (containers on a Docker engine), kubernetes (pods on a cluster,
+// the workspace on a volume claim: Setup's Environment has no Workspace directory)
+// and local (host processes, for development and tests).
 //
 // # Lifecycle
 //

@@ -29,7 +29,9 @@
 // project's worker quota (Config.DefaultResources overridden key by key by
 // executor.Step.Resources). It waits for the container to start, follows its log into
 // out, waits for it to terminate and returns its exit code; the pod is deleted before
-// Run returns, and when ctx is cancelled, which kills the step. Pod states are polled
+// Run returns, and when ctx is cancelled, which kills the step. An invalid quota and an
+// image that cannot be pulled are executor.FailedErrors (the pipeline's fault, not
+// worth a retry); other errors are the cluster's. Pod states are polled
 // (Config.PollInterval): a fake clientset has no watch semantics worth trusting and a
 // step's start and end are not latency-critical.
 //
@@ -427,7 +429,8 @@ func (e *Executor) Run(ctx context.Context, env executor.Environment, step execu
 	}
 	res, err := ParseResources(mergeQuota(e.defaults, step.Resources))
 	if err != nil {
-		return fail("%w", err)
+		// The project's quota is at fault: a retry would fail the same way.
+		return executor.Result{}, executor.Failed("kubernetes executor: step %q: %w", step.Name, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return fail("not started: %w", err)
@@ -567,12 +570,17 @@ func (e *Executor) getStep(ctx context.Context, name string, uid types.UID) (*co
 	return p, corev1.ContainerState{}, nil
 }
 
-// fatalWaiting are the reasons of a waiting container that will not start by itself.
+// imageFault are the reasons of a waiting container whose image cannot be had (an
+// ErrImagePull is retried by the kubelet and becomes an ImagePullBackOff).
+var imageFault = map[string]bool{
+	"ImagePullBackOff":  true,
+	"InvalidImageName":  true,
+	"ErrImageNeverPull": true,
+}
+
+// fatalWaiting are the other reasons of a waiting container that will not start by
+// itself.
 var fatalWaiting = map[string]bool{
-	"ErrImagePull":               false, // retried by the kubelet: becomes ImagePullBackOff
-	"ImagePullBackOff":           true,
-	"InvalidImageName":           true,
-	"ErrImageNeverPull":          true,
 	"CreateContainerConfigError": true,
 	"CreateContainerError":       true,
 }
@@ -590,6 +598,10 @@ func (e *Executor) waitStarted(ctx context.Context, name string, uid types.UID) 
 			return state, nil
 		}
 		if w := state.Waiting; w != nil {
+			if imageFault[w.Reason] {
+				// The step's image cannot be had: the pipeline's fault.
+				return corev1.ContainerState{}, executor.Failed("pod %s/%s cannot start: %s: %s", e.ns, name, w.Reason, w.Message)
+			}
 			if fatalWaiting[w.Reason] {
 				return corev1.ContainerState{}, fmt.Errorf("pod %s/%s cannot start: %s: %s", e.ns, name, w.Reason, w.Message)
 			}

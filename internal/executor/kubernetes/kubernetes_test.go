@@ -354,11 +354,12 @@ func TestRunCannotStart(t *testing.T) {
 		name    string
 		prepare func(f *fixture, t *testing.T, pod string)
 		want    string
+		failed  bool // the pipeline's fault (executor.FailedError), not the cluster's
 	}{
 		{"image pull back-off", func(f *fixture, t *testing.T, pod string) {
 			f.setState(t, pod, corev1.PodPending, corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{
 				Reason: "ImagePullBackOff", Message: `Back-off pulling image "busybox:1"`}})
-		}, "ImagePullBackOff"},
+		}, "ImagePullBackOff", true},
 		{"unschedulable", func(f *fixture, t *testing.T, pod string) {
 			p, _ := f.cli.CoreV1().Pods(ns).Get(context.Background(), pod, metav1.GetOptions{})
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
@@ -366,14 +367,14 @@ func TestRunCannotStart(t *testing.T) {
 			if _, err := f.cli.CoreV1().Pods(ns).UpdateStatus(context.Background(), p, metav1.UpdateOptions{}); err != nil {
 				t.Fatal(err)
 			}
-		}, "Insufficient cpu"},
+		}, "Insufficient cpu", false},
 		{"evicted", func(f *fixture, t *testing.T, pod string) {
 			p, _ := f.cli.CoreV1().Pods(ns).Get(context.Background(), pod, metav1.GetOptions{})
 			p.Status.Phase, p.Status.Reason, p.Status.Message = corev1.PodFailed, "Evicted", "The node was low on resource: ephemeral-storage."
 			if _, err := f.cli.CoreV1().Pods(ns).UpdateStatus(context.Background(), p, metav1.UpdateOptions{}); err != nil {
 				t.Fatal(err)
 			}
-		}, "Evicted"},
+		}, "Evicted", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, func(c *kubernetes.Config) { c.StartTimeout = 300 * time.Millisecond })
@@ -386,6 +387,9 @@ func TestRunCannotStart(t *testing.T) {
 			r := wait(t, done)
 			if r.err == nil || !strings.Contains(r.err.Error(), tc.want) {
 				t.Fatalf("Run = %+v, %v; want an error mentioning %q", r.res, r.err, tc.want)
+			}
+			if _, failed := executor.IsFailed(r.err); failed != tc.failed {
+				t.Errorf("Run = %v: a FailedError is %v, want %v", r.err, failed, tc.failed)
 			}
 			f.assertGone(t, name)
 		})
@@ -489,6 +493,9 @@ func TestRunInvalidQuota(t *testing.T) {
 			res, err := f.e.Run(context.Background(), env, s, &bytes.Buffer{})
 			if !errors.Is(err, kubernetes.ErrInvalidResources) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Run = %+v, %v; want ErrInvalidResources mentioning %q", res, err, tc.want)
+			}
+			if _, ok := executor.IsFailed(err); !ok {
+				t.Errorf("Run = %v, want an executor.FailedError (the project's fault, not worth a retry)", err)
 			}
 			pods, _ := f.cli.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
 			if len(pods.Items) != 0 {
