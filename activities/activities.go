@@ -65,6 +65,19 @@ type Activities struct {
 	Logger *slog.Logger
 	// Metrics counts records and times stages; nil records nothing.
 	Metrics *metrics.Metrics
+
+	// Slots keeps the clouds' queues; nil: records never wait for room.
+	Slots SlotStore
+	// MaxRunningRecords bounds the records running at once on a cloud that sets no
+	// limit of its own (0: no limit).
+	MaxRunningRecords int
+	// SlotPoll paces a waiting record's looks at its queue (default 1s).
+	SlotPoll time.Duration
+
+	// SCM opens a project's SCM for tags and commit statuses; nil: neither.
+	SCM SCMOpener
+	// PublicURL is the API's address as SCM users reach it, for links back to records.
+	PublicURL string
 }
 
 func (a *Activities) logger() *slog.Logger {
@@ -103,6 +116,9 @@ type RecordInput struct {
 	Build        *model.Build        `json:"build"`
 	StageTimeout time.Duration       `json:"stageTimeout"`
 	StartTime    time.Time           `json:"startTime"`
+	// CommitStatus asks for the record's status to be shown on its commit (records
+	// an SCM event started on GitHub or GitLab).
+	CommitStatus bool `json:"commitStatus,omitempty"`
 }
 
 // ExecutorRecord identifies the record to an executor.
@@ -122,6 +138,9 @@ type StageInput struct {
 	Record RecordInput          `json:"record"`
 	Env    executor.Environment `json:"env"`
 	Stage  string               `json:"stage"`
+	// IntegrationTestPassed says this record's integrationTest stage succeeded, for
+	// imageRelease's IntegrationTestSuccess policy.
+	IntegrationTestPassed bool `json:"integrationTestPassed,omitempty"`
 }
 
 // CreateScheduledRecord writes the record of a run a cron's schedule started (a
@@ -313,7 +332,11 @@ func (a *Activities) runStage(ctx context.Context, in StageInput, secrets runSec
 	stages := in.Record.Build.Stages
 	switch in.Stage {
 	case model.StageCodeCheckout:
-		return a.codeCheckout(ctx, in, log)
+		out, err := a.codeCheckout(ctx, in, secrets, log)
+		if err == nil && in.Record.CommitStatus {
+			a.reportPending(ctx, in, secrets.scm, out.commit.ID)
+		}
+		return out, err
 	case model.StageUnitTest:
 		return stageOutcome{}, a.runCommands(ctx, in, stages.UnitTest.Command, secrets, log)
 	case model.StagePackage:
@@ -323,6 +346,12 @@ func (a *Activities) runStage(ctx context.Context, in StageInput, secrets runSec
 		if stages.CodeScan.SonarQube == nil && len(stages.CodeScan.Command) > 0 {
 			return stageOutcome{}, a.runCommands(ctx, in, stages.CodeScan.Command, secrets, log)
 		}
+	case model.StageImageBuild:
+		return stageOutcome{}, a.imageBuild(ctx, in, secrets, log)
+	case model.StageIntegrationTest:
+		return stageOutcome{}, a.integrationTest(ctx, in, secrets, log)
+	case model.StageImageRelease:
+		return stageOutcome{}, a.imageRelease(ctx, in, secrets, log)
 	}
 	msg := fmt.Sprintf("stage %s is not implemented yet", in.Stage)
 	fmt.Fprintln(log, msg)

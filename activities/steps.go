@@ -1,14 +1,10 @@
 package activities
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
-	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"time"
@@ -19,6 +15,7 @@ import (
 	"github.com/cycloneci/cyclone/internal/executor"
 	"github.com/cycloneci/cyclone/internal/logs"
 	"github.com/cycloneci/cyclone/internal/model"
+	"github.com/cycloneci/cyclone/internal/scm"
 	"github.com/cycloneci/cyclone/internal/store"
 )
 
@@ -50,6 +47,10 @@ type runSecrets struct {
 	// env holds the secret environment variables' values by model.EnvVarRef.Path;
 	// the workflow's snapshot of the build carries them empty.
 	env map[string]string
+	// scm is the project's SCM with its credentials (empty when the project is gone).
+	scm scm.Config
+	// sourcePasswords holds the code sources' own passwords by index.
+	sourcePasswords map[int]string
 }
 
 // loadSecrets opens the record's secrets. A project or pipeline deleted while the
@@ -63,6 +64,7 @@ func (a *Activities) loadSecrets(ctx context.Context, in RecordInput) (runSecret
 		return rs, fmt.Errorf("read the project's secrets: %w", err)
 	default:
 		rs.mask = append(rs.mask, creds.Secrets()...)
+		rs.scm = creds.SCM()
 	}
 	ps, err := a.Store.PipelineSecrets(ctx, in.PipelineID)
 	switch {
@@ -70,7 +72,7 @@ func (a *Activities) loadSecrets(ctx context.Context, in RecordInput) (runSecret
 	case err != nil:
 		return rs, fmt.Errorf("read the pipeline's secrets: %w", err)
 	default:
-		rs.env = ps.Env
+		rs.env, rs.sourcePasswords = ps.Env, ps.CodeSourcePasswords
 		for _, v := range ps.Env {
 			rs.mask = append(rs.mask, v)
 		}
@@ -194,126 +196,4 @@ func (a *Activities) runStep(ctx context.Context, env executor.Environment, step
 			fmt.Sprintf("command exited with code %d", res.ExitCode), ErrTypeStepFailed, nil)
 	}
 	return nil
-}
-
-// codeCheckout fetches the main code source at the record's ref into the workspace
-// with the git program and records the commit.
-func (a *Activities) codeCheckout(ctx context.Context, in StageInput, log io.Writer) (stageOutcome, error) {
-	src := in.Record.Build.Stages.CodeCheckout.Main()
-	if src == nil {
-		return stageOutcome{}, temporal.NewNonRetryableApplicationError("no main code source", ErrTypeStepFailed, nil)
-	}
-	if err := model.ValidateRef("ref", in.Record.Params.Ref); err != nil {
-		return stageOutcome{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeStepFailed, nil)
-	}
-	stop := a.heartbeat(ctx)
-	defer stop()
-	// The workspace comes from this worker's executor, not from the activity's
-	// input: git writes there on the worker's own file system.
-	env, err := a.Executor.Setup(ctx, in.Record.ExecutorRecord())
-	if err != nil {
-		return stageOutcome{}, fmt.Errorf("find the record's workspace: %w", err)
-	}
-	ws := env.Workspace
-	home, err := os.MkdirTemp("", "cyclone-git-home-")
-	if err != nil {
-		return stageOutcome{}, err
-	}
-	defer os.RemoveAll(home)
-	repoURL := redactURL(src.URL())
-	git := func(args ...string) error {
-		shown := strings.ReplaceAll(strings.Join(args, " "), src.URL(), repoURL)
-		fmt.Fprintf(log, "+ git %s\n", shown)
-		cmd := exec.CommandContext(ctx, "git", append(append([]string{"-C", ws}, gitHardening...), args...)...)
-		cmd.Env = gitEnv(home)
-		cmd.Stdout, cmd.Stderr = log, log
-		cmd.WaitDelay = 5 * time.Second
-		return cmd.Run()
-	}
-	steps := [][]string{
-		{"init", "-q"},
-		{"fetch", "--no-tags", "--depth=50", "--end-of-options", src.URL(), in.Record.Params.Ref},
-		{"checkout", "-q", "--force", "FETCH_HEAD"},
-	}
-	for _, args := range steps {
-		if err := git(args...); err != nil {
-			if ctx.Err() != nil {
-				return stageOutcome{}, temporal.NewCanceledError("checkout cancelled")
-			}
-			var exitErr *exec.ExitError
-			if errors.As(err, &exitErr) {
-				msg := fmt.Sprintf("git %s failed (exit code %d): ref %q of %s could not be checked out",
-					args[0], exitErr.ExitCode(), in.Record.Params.Ref, repoURL)
-				return stageOutcome{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeStepFailed, nil)
-			}
-			return stageOutcome{}, fmt.Errorf("run git: %w", err)
-		}
-	}
-	commit, err := headCommit(ctx, ws, home)
-	if err != nil {
-		return stageOutcome{}, err
-	}
-	fmt.Fprintf(log, "Checked out %s (%s)\n", commit.ID, strings.SplitN(commit.Message, "\n", 2)[0])
-	out := stageOutcome{commit: commit}
-	if in.Record.Params.Name == "" {
-		out.name = commit.ID[:min(7, len(commit.ID))] + "-" + in.Record.StartTime.UTC().Format("060102150405")
-	}
-	return out, nil
-}
-
-// gitEnv runs git with nothing of the worker's: not its environment (which holds the
-// secret key and store address), not its global or system configuration, not its
-// credential helpers or SSH keys and agent. A pipeline reaches only what its own
-// credentials open, and a missing credential fails instead of prompting.
-func gitEnv(home string) []string {
-	return []string{
-		"PATH=" + os.Getenv("PATH"),
-		"HOME=" + home,
-		"GIT_CONFIG_NOSYSTEM=1",
-		"GIT_CONFIG_GLOBAL=/dev/null",
-		"GIT_TERMINAL_PROMPT=0",
-		"GIT_ASKPASS=/bin/false",
-		"SSH_ASKPASS=/bin/false",
-		"GIT_SSH_COMMAND=ssh -F /dev/null -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes",
-		"GIT_PROTOCOL_FROM_USER=0",
-		"GIT_AUTHOR_NAME=cyclone", "GIT_AUTHOR_EMAIL=cyclone@localhost",
-		"GIT_COMMITTER_NAME=cyclone", "GIT_COMMITTER_EMAIL=cyclone@localhost",
-	}
-}
-
-// gitHardening turns off credential helpers and every transport but the network
-// ones a repository URL may name (no file://, no ext::).
-var gitHardening = []string{
-	"-c", "credential.helper=",
-	"-c", "protocol.allow=never",
-	"-c", "protocol.https.allow=always", "-c", "protocol.http.allow=always",
-	"-c", "protocol.ssh.allow=always", "-c", "protocol.git.allow=always",
-}
-
-// redactURL hides a password in a URL before it is shown.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	return u.Redacted()
-}
-
-func headCommit(ctx context.Context, ws, home string) (*model.Commit, error) {
-	cmd := exec.CommandContext(ctx, "git", "-C", ws, "log", "-1", "--format=%H%x00%an <%ae>%x00%aI%x00%B")
-	cmd.Env = gitEnv(home)
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("read checked-out commit: %w", err)
-	}
-	parts := bytes.SplitN(out, []byte{0}, 4)
-	if len(parts) != 4 {
-		return nil, fmt.Errorf("read checked-out commit: unexpected git output")
-	}
-	return &model.Commit{
-		ID:      string(parts[0]),
-		Author:  string(parts[1]),
-		Date:    string(parts[2]),
-		Message: strings.TrimSpace(string(parts[3])),
-	}, nil
 }

@@ -19,6 +19,7 @@ type Store interface {
 	ListProjects(ctx context.Context, o store.ListOptions) ([]*model.Project, int64, error)
 	UpdateProject(ctx context.Context, name string, p *model.Project) error
 	DeleteProject(ctx context.Context, id string) error
+	ProjectCredentials(ctx context.Context, projectID string) (*store.Credentials, error)
 
 	CreatePipeline(ctx context.Context, p *model.Pipeline) error
 	GetPipeline(ctx context.Context, projectID, name string) (*model.Pipeline, error)

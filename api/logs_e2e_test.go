@@ -362,7 +362,7 @@ func TestLogsEndToEnd(t *testing.T) {
 	top := t
 	s := startLogStack(t)
 	s.must(t, "POST", "/api/v1/projects", map[string]any{
-		"name": "logs", "scm": map[string]any{"type": "github", "server": "https://github.example.com", "username": "bot", "token": lgToken},
+		"name": "logs", "scm": map[string]any{"type": "github", "server": fakeGitHub().URL, "username": "bot", "token": lgToken},
 	}, http.StatusCreated)
 
 	followCmd := `for i in $(seq 1 5); do echo line $i; sleep 0.3; done`

@@ -81,6 +81,12 @@ func (h *handlers) decodePipeline(c echo.Context, owner string) (*model.Pipeline
 	if err := p.NormalizeAndValidate(); err != nil {
 		return nil, err
 	}
+	if err := checkWebhookConfig(&p); err != nil {
+		return nil, err
+	}
+	if err := h.checkCodeScan(c.Request().Context(), &p); err != nil {
+		return nil, err
+	}
 	if p.Owner == "" {
 		p.Owner = owner
 	}
@@ -97,6 +103,12 @@ func (h *handlers) createPipeline(c echo.Context) error {
 		return err
 	}
 	p.ProjectID = proj.ID
+	if p.WebhookSecret == "" {
+		if p.WebhookSecret, err = newWebhookSecret(); err != nil {
+			return err
+		}
+	}
+	secret := p.WebhookSecret
 	ctx := c.Request().Context()
 	if err := h.store.CreatePipeline(ctx, p); err != nil {
 		if errors.Is(err, store.ErrConflict) {
@@ -105,7 +117,11 @@ func (h *handlers) createPipeline(c echo.Context) error {
 		return err
 	}
 	// Schedules are made from the stored pipeline: its secrets are sealed by now.
-	if err := h.syncSchedules(ctx, proj, p, 0); err != nil {
+	err = h.syncSchedules(ctx, proj, p, 0)
+	if err == nil {
+		err = h.registerNewPipelineHook(ctx, proj, p, secret)
+	}
+	if err != nil {
 		bg := context.WithoutCancel(ctx)
 		if h.schedules != nil {
 			_ = h.schedules.DeleteSchedules(bg, p)
@@ -117,6 +133,7 @@ func (h *handlers) createPipeline(c echo.Context) error {
 	}
 	h.describeSchedules(ctx, p)
 	p.Redact()
+	h.showSVNHookURL(ctx, p)
 	return c.JSON(http.StatusCreated, p)
 }
 
@@ -140,15 +157,21 @@ func (h *handlers) updatePipeline(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
+	hooks, err := h.prepareHookUpdate(ctx, proj, old, p)
+	if err != nil {
+		return err
+	}
 	if err := h.store.UpdatePipeline(ctx, proj.ID, old.Name, p); err != nil {
+		hooks.rollback(context.WithoutCancel(ctx))
 		if errors.Is(err, store.ErrConflict) {
 			return alreadyExists("pipeline", p.Name)
 		}
 		return err
 	}
 	if err := h.syncSchedules(ctx, proj, p, len(cronsOf(old))); err != nil {
-		// Put the pipeline and its schedules back as they were.
+		// Put the pipeline, its schedules and its webhook back as they were.
 		bg := context.WithoutCancel(ctx)
+		hooks.rollback(bg)
 		if rbErr := h.store.UpdatePipeline(bg, proj.ID, p.Name, old); rbErr != nil {
 			h.log.Error("roll back pipeline after failed schedule sync", "pipeline", old.ID, "error", rbErr)
 		} else if rbErr := h.syncSchedules(bg, proj, old, len(cronsOf(p))); rbErr != nil {
@@ -156,8 +179,10 @@ func (h *handlers) updatePipeline(c echo.Context) error {
 		}
 		return err
 	}
+	hooks.commit(ctx)
 	h.describeSchedules(ctx, p)
 	p.Redact()
+	h.showSVNHookURL(ctx, p)
 	return c.JSON(http.StatusOK, p)
 }
 
@@ -172,6 +197,8 @@ func (h *handlers) deletePipeline(c echo.Context) error {
 	if err := h.store.DeletePipeline(c.Request().Context(), p.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
+	h.removeHook(context.WithoutCancel(c.Request().Context()), proj, p, p.Webhook)
+	h.deleteSonarProject(c.Request().Context(), proj, p)
 	return c.NoContent(http.StatusNoContent)
 }
 

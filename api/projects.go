@@ -42,6 +42,9 @@ func (h *handlers) createProject(c echo.Context) error {
 		p.Owner = c.Request().Header.Get(HeaderUser)
 	}
 	ctx := c.Request().Context()
+	if err := h.verifySCM(ctx, &p, nil); err != nil {
+		return err
+	}
 	if p.Name != "" {
 		if err := h.store.CreateProject(ctx, &p); err != nil {
 			if errors.Is(err, store.ErrConflict) {
@@ -116,6 +119,9 @@ func (h *handlers) updateProject(c echo.Context) error {
 	if p.Owner == "" {
 		p.Owner = old.Owner
 	}
+	if err := h.verifySCM(c.Request().Context(), &p, old); err != nil {
+		return err
+	}
 	if err := h.store.UpdateProject(c.Request().Context(), old.Name, &p); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return alreadyExists("project", p.Name)
@@ -143,6 +149,9 @@ func (h *handlers) deleteProject(c echo.Context) error {
 	}
 	if err := h.store.DeleteProject(ctx, p.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
+	}
+	for _, pl := range pipelines {
+		h.deleteSonarProject(ctx, p, pl)
 	}
 	return c.NoContent(http.StatusNoContent)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cycloneci/cyclone/api"
@@ -15,10 +16,14 @@ import (
 	"github.com/cycloneci/cyclone/internal/testenv"
 )
 
+// fakeGitHub verifies the projects' credentials (any token starting "tok-"): it
+// lives as long as the test process.
+var fakeGitHub = sync.OnceValue(func() *testenv.GitHub { return testenv.NewGitHub("") })
+
 func projectBody(name string) map[string]any {
 	return map[string]any{
 		"name": name, "alias": "Alias " + name, "description": "demo",
-		"scm": map[string]any{"type": "github", "server": "https://github.example.com", "username": "bot", "token": "tok-" + name + "-s3cr3t"},
+		"scm": map[string]any{"type": "github", "server": fakeGitHub().URL, "username": "bot", "token": "tok-" + name + "-s3cr3t"},
 	}
 }
 

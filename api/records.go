@@ -69,7 +69,16 @@ func (h *handlers) createRecord(c echo.Context) error {
 		Status:        model.StatusPending,
 		WorkflowID:    id,
 	}
-	ctx := c.Request().Context()
+	if err := h.startRecord(c.Request().Context(), proj, p, rec); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, rec)
+}
+
+// startRecord writes a new record and starts its workflow (ID = record ID). A record
+// with the same ID already there is store.ErrConflict and starts nothing; a start
+// that fails leaves no record behind and is Unavailable (503: retry).
+func (h *handlers) startRecord(ctx context.Context, proj *model.Project, p *model.Pipeline, rec *model.Record) error {
 	if err := h.store.CreateRecord(ctx, rec); err != nil {
 		return err
 	}
@@ -77,17 +86,17 @@ func (h *handlers) createRecord(c echo.Context) error {
 	if err != nil {
 		// A start that timed out may still have happened: keep the record then.
 		bg := context.WithoutCancel(ctx)
-		if started, _ := h.runs.Started(bg, id); started {
-			return c.JSON(http.StatusCreated, rec)
+		if started, _ := h.runs.Started(bg, rec.ID); started {
+			return nil
 		}
 		// Leave no half-made record behind: the run never started.
-		if delErr := h.store.DeleteRecord(bg, id); delErr != nil {
-			h.log.Error("roll back record after failed start", "record", id, "error", delErr)
+		if delErr := h.store.DeleteRecord(bg, rec.ID); delErr != nil {
+			h.log.Error("roll back record after failed start", "record", rec.ID, "error", delErr)
 		}
 		return &Unavailable{Service: "temporal", Err: err}
 	}
 	rec.RunID = runID
-	return c.JSON(http.StatusCreated, rec)
+	return nil
 }
 
 func (h *handlers) getRecord(c echo.Context) error {

@@ -41,6 +41,27 @@ type Config struct {
 	// Empty: no authentication (tests of routes only, or --no-auth).
 	AdminToken string
 	Tokens     Tokens
+	// Clouds keeps the clouds records run on; nil: the cloud routes answer 503.
+	Clouds CloudStore
+	// CloudProbe pings clouds and lists their workers; CloudHostCheck guards the
+	// hosts a cloud may name (nil: any well-formed host).
+	CloudProbe     CloudProbe
+	CloudHostCheck CloudHostCheck
+	// SCM opens a project's SCM for credential checks and the repos, branches,
+	// tags and templatetype endpoints; nil: credentials are not checked and those
+	// endpoints answer 501.
+	SCM SCMOpener
+	// Webhooks serves the webhook endpoints and keeps pipelines' webhooks; nil:
+	// they answer 503 and no webhook is registered.
+	Webhooks WebhookStore
+	// PublicURL is the server's URL as SCMs reach it (e.g. https://ci.example.com),
+	// the base of the webhook URLs registered on GitHub and GitLab.
+	PublicURL string
+	// Integrations keeps the SonarQube integrations; nil: their routes answer 503.
+	Integrations IntegrationStore
+	// SonarQube checks integration tokens and deletes deleted pipelines' SonarQube
+	// projects; nil: integrations cannot be created or changed.
+	SonarQube SonarQube
 }
 
 // New builds the Echo server with every route registered.
@@ -56,9 +77,12 @@ func New(cfg Config) *echo.Echo {
 	e.HTTPErrorHandler = errorHandler(cfg.Logger)
 	e.Use(cfg.Metrics.Middleware())
 	e.Use(middleware.Recover())
-	e.Use(bodyLimit(cfg.BodyMax))
+	e.Use(globalBodyLimit(cfg.BodyMax))
 
-	h := &handlers{store: cfg.Store, runs: cfg.Runs, schedules: cfg.Schedules, log: cfg.Logger, logs: cfg.Logs, tokens: cfg.Tokens}
+	h := &handlers{store: cfg.Store, runs: cfg.Runs, schedules: cfg.Schedules, log: cfg.Logger, logs: cfg.Logs, tokens: cfg.Tokens, scm: cfg.SCM}
+	h.clouds, h.cloudProbe, h.cloudHostCheck = cfg.Clouds, cfg.CloudProbe, cfg.CloudHostCheck
+	h.hooks, h.publicURL = cfg.Webhooks, strings.TrimRight(cfg.PublicURL, "/")
+	h.integrations, h.sonar = cfg.Integrations, cfg.SonarQube
 	var guard []echo.MiddlewareFunc
 	if cfg.AdminToken != "" {
 		h.auth = &authenticator{admin: cfg.AdminToken, tokens: cfg.Tokens}
@@ -71,6 +95,7 @@ func New(cfg Config) *echo.Echo {
 	}
 
 	e.GET("/api/v1/openapi.json", getOpenAPI)
+	h.registerWebhookRoutes(e) // outside the guard: deliveries carry signatures
 	v1 := e.Group("/api/v1", guard...)
 	v1.POST("/tokens", h.createToken)
 	v1.GET("/tokens", h.listTokens)
@@ -82,6 +107,10 @@ func New(cfg Config) *echo.Echo {
 	v1.PATCH("/projects/:project", h.updateProject)
 	v1.DELETE("/projects/:project", h.deleteProject)
 	v1.GET("/projects/:project/stats", h.projectStats)
+	v1.GET("/projects/:project/repos", h.listRepos)
+	v1.GET("/projects/:project/branches", h.listBranches)
+	v1.GET("/projects/:project/tags", h.listTags)
+	v1.GET("/projects/:project/templatetype", h.getTemplateType)
 
 	v1.GET("/projects/:project/pipelines", h.listPipelines)
 	v1.POST("/projects/:project/pipelines", h.createPipeline)
@@ -91,6 +120,20 @@ func New(cfg Config) *echo.Echo {
 	v1.GET("/projects/:project/pipelines/:pipeline/stats", h.pipelineStats)
 
 	v1.GET("/configtemplates", h.listConfigTemplates)
+
+	v1.GET("/integrations", h.listIntegrations)
+	v1.POST("/integrations", h.createIntegration)
+	v1.GET("/integrations/:integration", h.getIntegration)
+	v1.PUT("/integrations/:integration", h.updateIntegration)
+	v1.DELETE("/integrations/:integration", h.deleteIntegration)
+
+	v1.GET("/clouds", h.listClouds)
+	v1.POST("/clouds", h.createCloud)
+	v1.GET("/clouds/:cloud", h.getCloud)
+	v1.PUT("/clouds/:cloud", h.updateCloud)
+	v1.DELETE("/clouds/:cloud", h.deleteCloud)
+	v1.GET("/clouds/:cloud/ping", h.pingCloud)
+	v1.GET("/clouds/:cloud/workers", h.listWorkers)
 
 	v1.GET("/projects/:project/pipelines/:pipeline/records", h.listRecords)
 	v1.POST("/projects/:project/pipelines/:pipeline/records", h.createRecord)
@@ -110,6 +153,18 @@ type handlers struct {
 	logs      Logs
 	tokens    Tokens
 	auth      *authenticator // nil: no authentication
+	scm       SCMOpener      // nil: no SCM access
+
+	// clouds, cloudProbe and cloudHostCheck serve the cloud routes.
+	clouds         CloudStore
+	cloudProbe     CloudProbe
+	cloudHostCheck CloudHostCheck
+
+	hooks     WebhookStore // nil: webhooks answer 503
+	publicURL string       // base of registered webhook URLs
+
+	integrations IntegrationStore // nil: the integration routes answer 503
+	sonar        SonarQube
 }
 
 // bodyLimit answers 413 for a body over max, before a handler reads it, and caps

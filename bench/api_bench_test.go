@@ -30,7 +30,7 @@ func BenchmarkListProjects(b *testing.B) {
 	for i := range 1000 {
 		r := env.Do("POST", "/api/v1/projects", map[string]any{
 			"name": fmt.Sprintf("project-%04d", i),
-			"scm":  map[string]any{"type": "Github", "server": "https://github.com", "token": "t"},
+			"scm":  map[string]any{"type": "Github", "server": "https://github.com"},
 		})
 		mustStatus(b, r, http.StatusCreated)
 	}

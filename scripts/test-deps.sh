@@ -17,7 +17,15 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
+# The temporal CLI, for the operations test of the README's CLI commands.
+gobin="$(go env GOPATH)/bin"
+if ! command -v temporal >/dev/null 2>&1 && [ ! -x "$gobin/temporal" ]; then
+  echo "test-deps: installing the temporal CLI (go install, takes a few minutes the first time)"
+  GOTOOLCHAIN=local go install github.com/temporalio/cli/cmd/temporal@v1.5.1
+fi
+
 missing=0
+command -v temporal >/dev/null 2>&1 || [ -x "$gobin/temporal" ] || { echo "test-deps: the temporal CLI is required" >&2; missing=1; }
 command -v git >/dev/null 2>&1 || { echo "test-deps: git is required" >&2; missing=1; }
 [ -x /bin/busybox ] || { echo "test-deps: /bin/busybox (busybox-static) is required" >&2; missing=1; }
 for prog in svn svnadmin svnserve docker-registry; do

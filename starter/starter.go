@@ -50,6 +50,8 @@ func Input(rec *model.Record, project *model.Project, p *model.Pipeline) activit
 		Build:        p.Build,
 		StageTimeout: p.StageTimeout(),
 		StartTime:    rec.StartTime,
+		CommitStatus: rec.Trigger == model.TriggerSCM && project.SCM != nil &&
+			(project.SCM.Type == model.SCMGithub || project.SCM.Type == model.SCMGitlab),
 	}
 }
 

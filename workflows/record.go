@@ -31,6 +31,8 @@ const (
 	// workerPickupTimeout bounds how long a stage waits for the record's worker; a
 	// worker that never comes back fails the record instead of leaving it Running.
 	workerPickupTimeout = 10 * time.Minute
+	// scmTimeout bounds one call to the SCM (a tag, a commit status).
+	scmTimeout = time.Minute
 )
 
 // PipelineRecord runs one pipeline record. The workflow ID is the record ID.
@@ -55,14 +57,29 @@ func PipelineRecord(ctx workflow.Context, in activities.RecordInput) error {
 		}
 	}
 	var status, message string
-	if err := workflow.ExecuteLocalActivity(projection, a.RecordStarted, in.RecordID, info.WorkflowExecution.RunID).Get(ctx, nil); err != nil {
-		if !isCancel(ctx) {
-			return err
-		}
-		status = model.StatusAborted
-	} else {
-		status, message = runStages(ctx, in)
+	// Records wait for room on their cloud before they start (issue 8, capacity).
+	queued := workflow.GetVersion(ctx, CapacityQueueChange, workflow.DefaultVersion, 1) == 1
+	if queued {
+		status, message = waitForRoom(ctx, in)
 	}
+	if status == "" {
+		if err := workflow.ExecuteLocalActivity(projection, a.RecordStarted, in.RecordID, info.WorkflowExecution.RunID).Get(ctx, nil); err != nil {
+			if !isCancel(ctx) {
+				return err
+			}
+			status = model.StatusAborted
+		} else {
+			status, message = runStages(ctx, in)
+		}
+	}
+	if queued {
+		// The environment is torn down: the next record may start. A failed release
+		// is pruned by whoever waits behind this record.
+		releaseCtx, _ := workflow.NewDisconnectedContext(projection)
+		_ = workflow.ExecuteLocalActivity(releaseCtx, a.ReleaseSlot, in.RecordID).Get(releaseCtx, nil)
+	}
+
+	status, message = scmFollowUp(ctx, in, status, message)
 
 	// Whatever happened, record the outcome, even when the workflow was cancelled.
 	finishCtx, _ := workflow.NewDisconnectedContext(projection)
@@ -76,6 +93,73 @@ func PipelineRecord(ctx workflow.Context, in activities.RecordInput) error {
 		return temporal.NewNonRetryableApplicationError(message, "RecordFailed", nil)
 	}
 	return nil
+}
+
+// scmFollowUp tags the commit of a successful record that asked for it (a refused
+// tag fails the record) and shows the record's final status on its commit. Both
+// run even when the record was aborted (a disconnected context).
+func scmFollowUp(ctx workflow.Context, in activities.RecordInput, status, message string) (string, string) {
+	tag := in.Params.CreateSCMTag && status == model.StatusSuccess
+	if !tag && !in.CommitStatus {
+		return status, message
+	}
+	if workflow.GetVersion(ctx, "scm-tag-and-commit-status", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return status, message
+	}
+	var a *activities.Activities
+	scmCtx, _ := workflow.NewDisconnectedContext(ctx)
+	scmCtx = workflow.WithActivityOptions(scmCtx, workflow.ActivityOptions{
+		StartToCloseTimeout: scmTimeout,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval: time.Second, MaximumInterval: 30 * time.Second, MaximumAttempts: 6,
+			NonRetryableErrorTypes: []string{activities.ErrTypeSCM},
+		},
+	})
+	if tag {
+		if err := workflow.ExecuteActivity(scmCtx, a.CreateSCMTag, in).Get(scmCtx, nil); err != nil {
+			status, message = model.StatusFailed, errMessage(err)
+		}
+	}
+	if in.CommitStatus {
+		if err := workflow.ExecuteActivity(scmCtx, a.ReportCommitStatus, in, status).Get(scmCtx, nil); err != nil {
+			workflow.GetLogger(ctx).Warn("commit status not reported", "error", err)
+		}
+	}
+	return status, message
+}
+
+// CapacityQueueChange is the workflow.GetVersion change ID of the capacity queue:
+// from version 1 on, a record waits for room on its cloud before it starts.
+const CapacityQueueChange = "capacity-queue"
+
+// slotWaitTimeout bounds one attempt at waiting for room; the wait itself is
+// retried without end, so a long queue never fails a record.
+const slotWaitTimeout = 7 * 24 * time.Hour
+
+// slotHeartbeatTimeout is short so that a record aborted while it waits hears of it
+// within seconds.
+const slotHeartbeatTimeout = 5 * time.Second
+
+// waitForRoom returns once the record may run on its cloud, or Aborted when the
+// record was cancelled while it waited.
+func waitForRoom(ctx workflow.Context, in activities.RecordInput) (status, message string) {
+	var a *activities.Activities
+	slotCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: slotWaitTimeout,
+		HeartbeatTimeout:    slotHeartbeatTimeout,
+		// The activity writes the record's queue position: it must have stopped
+		// before the slot is released and the record finished.
+		WaitForCancellation: true,
+		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second},
+	})
+	err := workflow.ExecuteActivity(slotCtx, a.AcquireSlot, activities.SlotRequest{RecordID: in.RecordID, ProjectID: in.ProjectID}).Get(ctx, nil)
+	switch {
+	case err == nil:
+		return "", ""
+	case isCancel(ctx):
+		return model.StatusAborted, ""
+	}
+	return model.StatusFailed, "wait for room on the cloud: " + errMessage(err)
 }
 
 // runStages sets up the record's environment, runs the stages and tears the
@@ -124,11 +208,15 @@ func runStages(ctx workflow.Context, in activities.RecordInput) (status, message
 	}()
 
 	status = model.StatusSuccess
+	integrationTestPassed := false
 	for _, stage := range in.Stages {
-		input := activities.StageInput{Record: in, Env: env.Env, Stage: stage}
+		input := activities.StageInput{Record: in, Env: env.Env, Stage: stage, IntegrationTestPassed: integrationTestPassed}
 		err := workflow.ExecuteActivity(stageCtx, a.RunStage, input).Get(ctx, nil)
 		switch {
 		case err == nil:
+			if stage == model.StageIntegrationTest {
+				integrationTestPassed = true
+			}
 			continue
 		case isCancel(ctx):
 			return model.StatusAborted, ""
@@ -157,7 +245,7 @@ func errMessage(err error) string {
 	var appErr *temporal.ApplicationError
 	if errors.As(err, &appErr) {
 		switch appErr.Type() {
-		case activities.ErrTypeStepFailed, activities.ErrTypeNotImplemented:
+		case activities.ErrTypeStepFailed, activities.ErrTypeNotImplemented, activities.ErrTypeSCM:
 			return appErr.Message()
 		}
 		return "infrastructure error, retries exhausted (details in the run's Temporal history)"

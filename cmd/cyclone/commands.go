@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -41,6 +42,7 @@ type workerFlags struct {
 	WorkspaceRoot       string `help:"Host directory holding record workspaces (default: <data-dir>/workspaces in dev, /var/lib/cyclone/workspaces otherwise)."`
 	WorkerID            string `help:"Stable worker identity; stages of a record return to the worker holding its workspace (default: host name)."`
 	MaxConcurrentStages int    `help:"Stages this worker runs at once." default:"16"`
+	MaxRunningRecords   int    `help:"Records running at once on a cloud that sets no maxRunningRecords of its own; more wait Pending, in order (0: no limit)." default:"0"`
 }
 
 type serverCmd struct {
@@ -51,6 +53,7 @@ type serverCmd struct {
 	KeepRecords   int64  `help:"Finished records kept per pipeline; older ones are deleted with their logs (0: keep all)." default:"50"`
 	AdminToken    string `help:"Admin API token: every /api/v1 route needs it or a token made with it at /api/v1/tokens. Required unless --no-auth."`
 	NoAuth        bool   `help:"Serve the API without authentication (only behind something that authenticates)."`
+	PublicURL     string `help:"The API's URL as GitHub and GitLab reach it, for the webhooks registered there (default: http://<listen address>)."`
 }
 
 type workerCmd struct {
@@ -71,6 +74,7 @@ type devCmd struct {
 	TaskQueue       string `help:"Temporal task queue of record workflows." default:"cyclone"`
 	KeepRecords     int64  `help:"Finished records kept per pipeline; older ones are deleted with their logs (0: keep all)." default:"50"`
 	AdminToken      string `help:"Admin API token (default: generated once and kept in the data dir)."`
+	PublicURL       string `help:"The API's URL as GitHub and GitLab reach it, for the webhooks registered there (default: http://<listen address>)."`
 	workerFlags     `embed:""`
 }
 
@@ -95,7 +99,10 @@ func (c *serverCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	m := metrics.New()
 	app.StartReconciler(ctx, st, tc, logger, m)
 	app.StartRotation(ctx, st, c.KeepRecords, logger)
-	e := app.NewAPI(st, tc, c.TemporalNamespace, c.TaskQueue, c.AdminToken, logger, m)
+	e := app.NewAPI(st, tc, app.APIOptions{
+		Namespace: c.TemporalNamespace, TaskQueue: c.TaskQueue, AdminToken: c.AdminToken, Logger: logger, Metrics: m,
+		PublicURL: publicURL(c.PublicURL, c.Listen),
+	})
 	return app.Serve(ctx, e, c.Listen, func(addr string) { logger.Info("API listening", "address", addr) })
 }
 
@@ -138,7 +145,7 @@ func (c *workerCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		m = metrics.New()
 	}
 	w, err := app.NewWorker(st, tc, ex, app.WorkerConfig{TaskQueue: c.TaskQueue, WorkerID: c.WorkerID, MaxConcurrentStages: c.MaxConcurrentStages,
-		Logger: logger, Metrics: m})
+		Logger: logger, Metrics: m, MaxRunningRecords: c.MaxRunningRecords})
 	if err != nil {
 		return err
 	}
@@ -146,6 +153,7 @@ func (c *workerCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		return err
 	}
 	defer w.Stop()
+	app.StartReaper(ctx, st, ex, logger)
 	logger.Info("worker started", "executor", kind, "taskQueue", c.TaskQueue)
 	if m == nil {
 		<-ctx.Done()
@@ -284,7 +292,7 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	// One process, one Metrics: the API's /metrics shows the worker's series too.
 	m := metrics.New()
 	w, err := app.NewWorker(st, tc, ex, app.WorkerConfig{TaskQueue: c.TaskQueue, WorkerID: workerID,
-		MaxConcurrentStages: c.MaxConcurrentStages, SingleWorker: true, Logger: logger, Metrics: m})
+		MaxConcurrentStages: c.MaxConcurrentStages, SingleWorker: true, Logger: logger, Metrics: m, MaxRunningRecords: c.MaxRunningRecords})
 	if err != nil {
 		return err
 	}
@@ -295,7 +303,16 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 
 	app.StartReconciler(ctx, st, tc, logger, m)
 	app.StartRotation(ctx, st, c.KeepRecords, logger)
-	e := app.NewAPI(st, tc, tsrv.Namespace(), c.TaskQueue, adminToken, logger, m)
+	app.StartReaper(ctx, st, ex, logger)
+	if err := app.EnsureDefaultCloud(ctx, st, kind); err != nil {
+		return err
+	}
+	localCloud, _ := ex.(executor.Lister)
+	e := app.NewAPI(st, tc, app.APIOptions{
+		Namespace: tsrv.Namespace(), TaskQueue: c.TaskQueue, AdminToken: adminToken, Logger: logger, Metrics: m,
+		PublicURL:  publicURL(c.PublicURL, c.Listen),
+		LocalCloud: localCloud,
+	})
 	return app.Serve(ctx, e, c.Listen, func(addr string) {
 		fmt.Printf(`Cyclone is running (started in %s).
   API:          http://%s/api/v1
@@ -308,6 +325,22 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 Press Ctrl-C to stop.
 `, time.Since(started).Round(time.Millisecond), addr, adminToken, tsrv.Address(), tsrv.Namespace(), orNone(tsrv.UIURL()), msrv.URI(), kind, c.DataDir)
 	})
+}
+
+// publicURL is the --public-url flag, or the API's URL on its listen address
+// (localhost when it listens on every interface).
+func publicURL(flag, listen string) string {
+	if flag != "" {
+		return strings.TrimRight(flag, "/")
+	}
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "http://" + listen
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 func orNone(s string) string {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cycloneci/cyclone/internal/devstack"
+	"github.com/cycloneci/cyclone/internal/testenv"
 )
 
 // buildBinary compiles cyclone once for the tests of this package.
@@ -153,7 +154,9 @@ func TestDevKeepsDataAcrossRestarts(t *testing.T) {
 	if status, _ := request(t, "GET", "http://"+addrs["ui"]+"/", ""); status != http.StatusOK {
 		t.Fatalf("Temporal UI answered %d", status)
 	}
-	body := `{"name":"kept","scm":{"type":"gitlab","server":"https://gitlab.example.com","token":"glpat-kept-secret"}}`
+	// The token is checked against the SCM when the project is saved: a loopback GitHub.
+	gh := testenv.StartGitHub(t, "glpat-kept-secret")
+	body := `{"name":"kept","scm":{"type":"github","server":"` + gh.URL + `","username":"bot","token":"glpat-kept-secret"}}`
 	if status, data := request(t, "POST", dev.apiURL+"/api/v1/projects", body); status != http.StatusCreated {
 		t.Fatalf("create: %d %s", status, data)
 	}

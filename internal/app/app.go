@@ -18,12 +18,15 @@ import (
 
 	"github.com/cycloneci/cyclone/activities"
 	"github.com/cycloneci/cyclone/api"
+	"github.com/cycloneci/cyclone/internal/cloud"
 	"github.com/cycloneci/cyclone/internal/executor"
 	"github.com/cycloneci/cyclone/internal/logs"
 	"github.com/cycloneci/cyclone/internal/metrics"
 	"github.com/cycloneci/cyclone/internal/model"
 	"github.com/cycloneci/cyclone/internal/reconcile"
+	"github.com/cycloneci/cyclone/internal/scm/providers"
 	"github.com/cycloneci/cyclone/internal/searchattr"
+	"github.com/cycloneci/cyclone/internal/sonar"
 	"github.com/cycloneci/cyclone/internal/store"
 	"github.com/cycloneci/cyclone/starter"
 	"github.com/cycloneci/cyclone/worker"
@@ -73,10 +76,30 @@ func (f levelFilter) WithGroup(n string) slog.Handler {
 	return levelFilter{Handler: f.Handler.WithGroup(n), min: f.min}
 }
 
-// NewAPI builds the HTTP API on a store and a Temporal client. With m it serves
-// /metrics, times requests and counts the pending records in st on each scrape.
-// adminToken turns authentication on (see api.Config.AdminToken); "" leaves the API open.
-func NewAPI(st *store.Store, tc client.Client, namespace, taskQueue, adminToken string, logger *slog.Logger, m *metrics.Metrics) *echo.Echo {
+// APIOptions configure the HTTP API beyond its store and Temporal client.
+type APIOptions struct {
+	Namespace string // Temporal namespace
+	TaskQueue string // where record workflows start
+	// AdminToken turns authentication on (see api.Config.AdminToken); "" leaves the API open.
+	AdminToken string
+	Logger     *slog.Logger
+	// Metrics, when set, is served at /metrics, times requests and counts the
+	// pending records on each scrape.
+	Metrics *metrics.Metrics
+	// LocalCloud lists what this process's executor runs, for the workers of a
+	// Local cloud; nil: none.
+	LocalCloud executor.Lister
+	// PublicURL is the API's URL as SCMs reach it: the base of the webhook URLs
+	// registered on GitHub and GitLab (--public-url).
+	PublicURL string
+}
+
+// NewAPI builds the HTTP API on a store and a Temporal client.
+func NewAPI(st *store.Store, tc client.Client, o APIOptions) *echo.Echo {
+	namespace, taskQueue, adminToken, logger, m := o.Namespace, o.TaskQueue, o.AdminToken, o.Logger, o.Metrics
+	if logger == nil {
+		logger = slog.Default()
+	}
 	m.SetPendingCounter(func(ctx context.Context) (int64, error) {
 		return st.CountRecordsByStatus(ctx, model.StatusPending)
 	})
@@ -92,6 +115,7 @@ func NewAPI(st *store.Store, tc client.Client, namespace, taskQueue, adminToken 
 		Logger:     logger,
 		Logs:       recordLogs{Reader: &logs.Reader{Store: st, Hub: logs.ProcessHub()}, st: st},
 		Metrics:    m,
+		SCM:        providers.New,
 		Checks: map[string]func(context.Context) error{
 			"mongodb": st.Ping,
 			"temporal": func(ctx context.Context) error {
@@ -99,6 +123,16 @@ func NewAPI(st *store.Store, tc client.Client, namespace, taskQueue, adminToken 
 				return err
 			},
 		},
+
+		Clouds:         st,
+		CloudProbe:     &cloud.Prober{Secrets: st, Local: o.LocalCloud},
+		CloudHostCheck: cloud.CheckHostURL,
+
+		Webhooks:  st,
+		PublicURL: o.PublicURL,
+
+		Integrations: st,
+		SonarQube:    sonar.Servers{},
 	})
 }
 
@@ -182,12 +216,21 @@ type WorkerConfig struct {
 	Logger *slog.Logger
 	// Metrics counts records and times stages; nil records nothing.
 	Metrics *metrics.Metrics
+	// PublicURL is the API's address as SCM users reach it, for the links of
+	// commit statuses.
+	PublicURL string
+	// MaxRunningRecords bounds the records running at once on a cloud that sets no
+	// limit of its own (0: no limit); the others wait, Pending, in order.
+	MaxRunningRecords int
+	// SlotPoll paces how often a waiting record looks at its queue (default 1s).
+	SlotPoll time.Duration
 }
 
 // NewWorker builds a worker running records on ex.
 func NewWorker(st *store.Store, tc client.Client, ex executor.Executor, cfg WorkerConfig) (*worker.Worker, error) {
 	acts := &activities.Activities{Store: st, Executor: ex, Logs: &logs.Sink{Store: st, Hub: logs.ProcessHub()},
-		Logger: cfg.Logger, Metrics: cfg.Metrics}
+		Logger: cfg.Logger, Metrics: cfg.Metrics, SCM: providers.New, PublicURL: cfg.PublicURL}
+	acts.Slots, acts.MaxRunningRecords, acts.SlotPoll = st, cfg.MaxRunningRecords, cfg.SlotPoll
 	return worker.New(worker.Options{
 		Client:              tc,
 		TaskQueue:           cfg.TaskQueue,

@@ -50,6 +50,27 @@ type Pipeline struct {
 	Annotations    map[string]string `json:"annotations,omitempty" bson:"annotations,omitempty"`
 	CreationTime   time.Time         `json:"creationTime" bson:"creationTime"`
 	LastUpdateTime time.Time         `json:"lastUpdateTime" bson:"lastUpdateTime"`
+
+	// SVNRepoID is the UUID (`svnlook uuid`) of the Subversion repository of the main
+	// code source; a postCommit trigger needs it: the hook URL names the repository by it.
+	SVNRepoID string `json:"svnRepoID,omitempty" bson:"svnRepoID,omitempty"`
+	// WebhookSecret signs the SCM's webhook deliveries to this pipeline. Accepted in a
+	// request (generated when a new pipeline has none), sealed at rest, never returned:
+	// WebhookSecretSet says one is stored.
+	WebhookSecret       string `json:"webhookSecret,omitempty" bson:"-"`
+	WebhookSecretSet    bool   `json:"webhookSecretSet,omitempty" bson:"-"`
+	SealedWebhookSecret []byte `json:"-" bson:"webhookSecret,omitempty"`
+	// Webhook is where the SCM delivers events to this pipeline, set by the server.
+	Webhook *PipelineWebhook `json:"webhook,omitempty" bson:"webhook,omitempty"`
+}
+
+// PipelineWebhook is the pipeline's webhook, kept by the server: the URL the SCM
+// delivers to and, when the server registered it on GitHub or GitLab, its ID there.
+type PipelineWebhook struct {
+	URL    string   `json:"url" bson:"url"`
+	Repo   string   `json:"repo,omitempty" bson:"repo,omitempty"`     // repository it is registered on
+	ID     string   `json:"id,omitempty" bson:"id,omitempty"`         // hook ID on the SCM; "": not registered by Cyclone
+	Events []string `json:"events,omitempty" bson:"events,omitempty"` // scm.Event* it was registered for
 }
 
 // Notification is kept as given; sending notifications is not implemented.
@@ -172,6 +193,7 @@ func (b *Build) EnvVarRefs() []EnvVarRef {
 // Redact clears secret values and flags which are stored, so the pipeline can be
 // rendered to a client.
 func (p *Pipeline) Redact() {
+	p.WebhookSecret, p.WebhookSecretSet = "", len(p.SealedWebhookSecret) > 0
 	for _, ref := range p.Build.EnvVarRefs() {
 		if ref.Var.Secret {
 			ref.Var.Value = ""

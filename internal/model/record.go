@@ -31,6 +31,8 @@ type PerformParams struct {
 	CreateSCMTag    bool     `json:"createScmTag" bson:"createScmTag"`
 	CacheDependency bool     `json:"cacheDependency,omitempty" bson:"cacheDependency,omitempty"`
 	Stages          []string `json:"stages,omitempty" bson:"stages,omitempty"`
+	// Commit is the commit an SCM event named (a webhook's SHA, a Subversion revision).
+	Commit string `json:"commit,omitempty" bson:"commit,omitempty"`
 }
 
 // Record is one run of a pipeline: the projection of its Temporal workflow.
@@ -51,6 +53,9 @@ type Record struct {
 	// WorkflowID and RunID locate the run in Temporal (Web UI, CLI).
 	WorkflowID string `json:"workflowID" bson:"workflowID"`
 	RunID      string `json:"runID,omitempty" bson:"runID,omitempty"`
+	// QueuePosition is the record's place among the records waiting for room on its
+	// cloud (1: next to start), while it waits.
+	QueuePosition int64 `json:"queuePosition,omitempty" bson:"queuePosition,omitempty"`
 }
 
 // StageStatus holds one entry per stage the record performs.
@@ -127,7 +132,7 @@ type TaskStatus struct {
 }
 
 // StageUpdate is a change to one stage's status, written by the workflow's activities.
-// Only the set fields are applied.
+// Only the set fields are applied (an empty Status leaves the status as it is).
 type StageUpdate struct {
 	Stage        string     `json:"stage"`
 	Status       string     `json:"status"`
@@ -135,6 +140,10 @@ type StageUpdate struct {
 	StartTime    *time.Time `json:"startTime,omitempty"`
 	EndTime      *time.Time `json:"endTime,omitempty"`
 	Commit       *Commit    `json:"commit,omitempty"`
+	// Tasks, when set, replaces the stage's task list (imageBuild, imageRelease).
+	Tasks []TaskStatus `json:"tasks,omitempty"`
+	// Images, when set, replaces the stage's image list (imageRelease).
+	Images []string `json:"images,omitempty"`
 }
 
 // Of returns the status of the named stage, or nil when the record has none for it.

@@ -25,6 +25,9 @@ func (s *Store) sealPipeline(p, old *model.Pipeline) error {
 	if err := s.sealEnvVars(p, old); err != nil {
 		return err
 	}
+	if err := s.sealWebhookSecret(p, old); err != nil {
+		return err
+	}
 	oldSources := codeSources(old)
 	for i, src := range codeSources(p) {
 		o := src.OtherCodeSource

@@ -7,6 +7,7 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 
 	"github.com/cycloneci/cyclone/internal/model"
+	"github.com/cycloneci/cyclone/internal/scm"
 )
 
 var projectFilterFields = map[string]string{
@@ -15,11 +16,23 @@ var projectFilterFields = map[string]string{
 
 // Credentials are a project's secrets in plaintext, for the activities that need them.
 type Credentials struct {
+	SCMType          string
+	SCMServer        string
 	SCMUsername      string
 	SCMPassword      string
 	SCMToken         string
 	RegistryUsername string
 	RegistryPassword string
+	// RegistryServer and RegistryRepository are empty when the project has no registry.
+	RegistryServer     string
+	RegistryRepository string
+}
+
+// SCM is the project's SCM configuration with its credentials.
+func (c *Credentials) SCM() scm.Config {
+	return scm.Config{Type: c.SCMType, Server: c.SCMServer, Credentials: scm.Credentials{
+		Username: c.SCMUsername, Password: c.SCMPassword, Token: c.SCMToken,
+	}}
 }
 
 // Secrets lists every non-empty secret, for masking.
@@ -164,7 +177,7 @@ func (s *Store) ProjectCredentials(ctx context.Context, projectID string) (*Cred
 	ad := "projects/" + p.ID + "/"
 	c := &Credentials{}
 	if p.SCM != nil {
-		c.SCMUsername = p.SCM.Username
+		c.SCMType, c.SCMServer, c.SCMUsername = p.SCM.Type, p.SCM.Server, p.SCM.Username
 		if c.SCMPassword, err = s.open(p.SCM.SealedPassword, ad+"scm.password"); err != nil {
 			return nil, err
 		}
@@ -174,6 +187,7 @@ func (s *Store) ProjectCredentials(ctx context.Context, projectID string) (*Cred
 	}
 	if p.Registry != nil {
 		c.RegistryUsername = p.Registry.Username
+		c.RegistryServer, c.RegistryRepository = p.Registry.Server, p.Registry.Repository
 		if c.RegistryPassword, err = s.open(p.Registry.SealedPassword, ad+"registry.password"); err != nil {
 			return nil, err
 		}

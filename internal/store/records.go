@@ -98,7 +98,10 @@ func (s *Store) SetRecordRunning(ctx context.Context, id, runID, name string) er
 // twice gives the same document, so a retried activity is harmless.
 func (s *Store) UpdateStage(ctx context.Context, id string, u model.StageUpdate) error {
 	prefix := "stageStatus." + u.Stage + "."
-	set := bson.D{{Key: prefix + "status", Value: u.Status}}
+	var set bson.D
+	if u.Status != "" {
+		set = append(set, bson.E{Key: prefix + "status", Value: u.Status})
+	}
 	if u.ErrorMessage != "" {
 		set = append(set, bson.E{Key: prefix + "errorMessage", Value: u.ErrorMessage})
 	}
@@ -110,6 +113,20 @@ func (s *Store) UpdateStage(ctx context.Context, id string, u model.StageUpdate)
 	}
 	if u.Commit != nil {
 		set = append(set, bson.E{Key: prefix + "commits.mainRepo", Value: u.Commit})
+	}
+	if u.Tasks != nil {
+		tasks := make([]model.TaskStatus, len(u.Tasks))
+		for i, t := range u.Tasks {
+			t.StartTime, t.EndTime = millis(t.StartTime), millis(t.EndTime)
+			tasks[i] = t
+		}
+		set = append(set, bson.E{Key: prefix + "tasks", Value: tasks})
+	}
+	if u.Images != nil {
+		set = append(set, bson.E{Key: prefix + "images", Value: u.Images})
+	}
+	if len(set) == 0 {
+		return nil
 	}
 	_, err := s.records.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$set", Value: set}})
 	return err
@@ -155,4 +172,13 @@ func unfinishedStages(ss *model.StageStatus) []string {
 		}
 	}
 	return out
+}
+
+// millis is t in UTC to the millisecond, as the store keeps times.
+func millis(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	m := t.UTC().Truncate(time.Millisecond)
+	return &m
 }

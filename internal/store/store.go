@@ -123,11 +123,13 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 	}{
 		{s.projects, mongo.IndexModel{Keys: bson.D{{Key: "name", Value: 1}}, Options: unique}},
 		{s.pipelines, mongo.IndexModel{Keys: bson.D{{Key: "projectID", Value: 1}, {Key: "name", Value: 1}}, Options: unique}},
+		{s.pipelines, mongo.IndexModel{Keys: bson.D{{Key: "svnRepoID", Value: 1}}}},
 		{s.records, mongo.IndexModel{Keys: bson.D{{Key: "pipelineID", Value: 1}, {Key: "startTime", Value: -1}}}},
 		{s.records, mongo.IndexModel{Keys: bson.D{{Key: "pipelineID", Value: 1}, {Key: "status", Value: 1}, {Key: "startTime", Value: -1}}}},
 		{s.records, mongo.IndexModel{Keys: bson.D{{Key: "projectID", Value: 1}}}},
 		{s.records, mongo.IndexModel{Keys: bson.D{{Key: "status", Value: 1}}}},
 		{s.tokens(), mongo.IndexModel{Keys: bson.D{{Key: "id", Value: 1}}, Options: unique}},
+		{s.clouds(), mongo.IndexModel{Keys: bson.D{{Key: "name", Value: 1}}, Options: unique}},
 		{s.integrations(), mongo.IndexModel{Keys: bson.D{{Key: "name", Value: 1}}, Options: unique}},
 	}
 	for _, spec := range specs {
@@ -135,7 +137,7 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 			return fmt.Errorf("create index on %s: %w", spec.coll.Name(), err)
 		}
 	}
-	return errors.Join(s.ensureLogIndexes(ctx), s.ensureStatsIndexes(ctx))
+	return errors.Join(s.ensureLogIndexes(ctx), s.ensureStatsIndexes(ctx), s.ensureSlotIndexes(ctx))
 }
 
 // ListOptions page and filter a list.

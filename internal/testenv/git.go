@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"crypto/subtle"
+	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
 	"os"
@@ -16,10 +18,24 @@ type GitServer struct {
 	URL  string // base URL; a repository is at URL + "/" + name + ".git"
 	root string
 	t    testing.TB
+	// backend serves the repositories without authentication.
+	backend http.Handler
 }
 
 // StartGitServer serves the bare repositories it creates until the test ends.
 func StartGitServer(t testing.TB) *GitServer {
+	t.Helper()
+	return startGitServer(t, "", "")
+}
+
+// StartPrivateGitServer is StartGitServer behind HTTP basic authentication: every
+// request without user and password is answered 401.
+func StartPrivateGitServer(t testing.TB, user, password string) *GitServer {
+	t.Helper()
+	return startGitServer(t, user, password)
+}
+
+func startGitServer(t testing.TB, user, password string) *GitServer {
 	t.Helper()
 	gitPath, err := exec.LookPath("git")
 	if err != nil {
@@ -31,9 +47,21 @@ func StartGitServer(t testing.TB) *GitServer {
 		Args: []string{"http-backend"},
 		Env:  []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"},
 	}
-	srv := httptest.NewServer(handler)
+	var h http.Handler = handler
+	if user != "" {
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			u, p, ok := r.BasicAuth()
+			if !ok || subtle.ConstantTimeCompare([]byte(u), []byte(user)) != 1 || subtle.ConstantTimeCompare([]byte(p), []byte(password)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+				http.Error(w, "authentication required", http.StatusUnauthorized)
+				return
+			}
+			handler.ServeHTTP(w, r)
+		})
+	}
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &GitServer{URL: srv.URL, root: root, t: t}
+	return &GitServer{URL: srv.URL, root: root, t: t, backend: handler}
 }
 
 // Repo creates a bare repository named name whose master branch has one commit per

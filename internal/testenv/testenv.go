@@ -39,13 +39,15 @@ const AdminToken = "cyc_test-admin-token"
 
 // Env is a running Cyclone.
 type Env struct {
-	URL      string // API base, e.g. http://127.0.0.1:1234
-	Store    *store.Store
-	Temporal client.Client
-	Worker   *worker.Worker
-	MongoURI string
-	Executor executor.Executor
-	Metrics  *metrics.Metrics // the API's /metrics; the env's workers record there too
+	URL string // API base, e.g. http://127.0.0.1:1234
+	// TemporalAddress is the Temporal frontend's host:port (for the temporal CLI).
+	TemporalAddress string
+	Store           *store.Store
+	Temporal        client.Client
+	Worker          *worker.Worker
+	MongoURI        string
+	Executor        executor.Executor
+	Metrics         *metrics.Metrics // the API's /metrics; the env's workers record there too
 
 	t        testing.TB
 	server   *httptest.Server
@@ -182,7 +184,7 @@ func Start(t testing.TB, o Options) *Env {
 	}
 	t.Cleanup(tc.Close)
 
-	env := &Env{Store: st, Temporal: tc, MongoURI: mongoURI, Executor: o.Executor, single: o.SingleWorker, mongo: embedded, mongoDir: mongoDir, temporal: embeddedTemporal, t: t,
+	env := &Env{TemporalAddress: temporalAddr, Store: st, Temporal: tc, MongoURI: mongoURI, Executor: o.Executor, single: o.SingleWorker, mongo: embedded, mongoDir: mongoDir, temporal: embeddedTemporal, t: t,
 		Metrics: metrics.New()}
 	if env.Executor == nil {
 		env.Executor = local.New(t.TempDir())
@@ -190,9 +192,16 @@ func Start(t testing.TB, o Options) *Env {
 	if !o.NoWorker {
 		env.Worker = env.StartWorker(o.WorkerID)
 	}
-	env.server = httptest.NewServer(app.NewAPI(st, tc, namespace, TaskQueue, AdminToken, logger, env.Metrics))
+	// The URL is known before the API is built: it is the public URL webhooks are
+	// registered with.
+	env.server = httptest.NewUnstartedServer(nil)
+	env.URL = "http://" + env.server.Listener.Addr().String()
+	env.server.Config.Handler = app.NewAPI(st, tc, app.APIOptions{
+		Namespace: namespace, TaskQueue: TaskQueue, AdminToken: AdminToken, Logger: logger, Metrics: env.Metrics,
+		PublicURL: env.URL,
+	})
+	env.server.Start()
 	t.Cleanup(env.server.Close)
-	env.URL = env.server.URL
 	return env
 }
 

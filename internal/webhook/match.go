@@ -166,12 +166,15 @@ func SameRepo(repoURL string, ev *Event) bool {
 // RepoPath is the repository's path on its server ("owner/name", "group/sub/name")
 // from its URL, "" when the URL has none.
 func RepoPath(repoURL string) string {
-	c := canonicalRepo(repoURL)
-	_, p, _ := strings.Cut(c, "/")
+	_, p, _ := strings.Cut(hostPath(repoURL), "/")
 	return p
 }
 
-func canonicalRepo(raw string) string {
+func canonicalRepo(raw string) string { return strings.ToLower(hostPath(raw)) }
+
+// hostPath is host/path of a repository URL, without scheme, user, port, ".git" or
+// slashes around the path; "" when raw is no repository URL.
+func hostPath(raw string) string {
 	raw = strings.TrimSpace(raw)
 	var host, p string
 	if u, err := url.Parse(raw); err == nil && u.Host != "" {
@@ -185,5 +188,5 @@ func canonicalRepo(raw string) string {
 	if host == "" || p == "" {
 		return ""
 	}
-	return strings.ToLower(host + "/" + p)
+	return host + "/" + p
 }

@@ -31,9 +31,11 @@
 // out, waits for it to terminate and returns its exit code; the pod is deleted before
 // Run returns, and when ctx is cancelled, which kills the step. An invalid quota and an
 // image that cannot be pulled are executor.FailedErrors (the pipeline's fault, not
-// worth a retry); other errors are the cluster's. Pod states are polled
-// (Config.PollInterval): a fake clientset has no watch semantics worth trusting and a
-// step's start and end are not latency-critical.
+// worth a retry); other errors are the cluster's. Every "$" of the command and of the
+// environment's values is doubled, so that the kubelet's $(VAR) expansion gives them
+// back as written. Pod states are polled (Config.PollInterval) rather than watched:
+// nothing to re-establish when a watch expires, and a step's start and end are not
+// latency-critical.
 //
 // Everything created carries the record's labels (executor.Record.Labels, made valid
 // label values; the exact values are in annotations of the same keys), which is how

@@ -1,0 +1,262 @@
+package activities
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/cycloneci/cyclone/internal/model"
+	"github.com/cycloneci/cyclone/internal/scm"
+	"github.com/cycloneci/cyclone/internal/scm/svn"
+)
+
+// codeCheckout fetches the main code source at the record's ref into the workspace
+// and records the commit: git for GitHub, GitLab and other git sources, the svn
+// program for Subversion. Credentials reach the program through its environment or
+// standard input, never its argv, the log or the checkout's configuration.
+func (a *Activities) codeCheckout(ctx context.Context, in StageInput, secrets runSecrets, log io.Writer) (stageOutcome, error) {
+	checkout := in.Record.Build.Stages.CodeCheckout
+	src := checkout.Main()
+	if src == nil {
+		return stageOutcome{}, temporal.NewNonRetryableApplicationError("no main code source", ErrTypeStepFailed, nil)
+	}
+	if err := model.ValidateRef("ref", in.Record.Params.Ref); err != nil {
+		return stageOutcome{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeStepFailed, nil)
+	}
+	stop := a.heartbeat(ctx)
+	defer stop()
+	// The workspace comes from this worker's executor, not from the activity's
+	// input: the checkout writes there on the worker's own file system.
+	env, err := a.Executor.Setup(ctx, in.Record.ExecutorRecord())
+	if err != nil {
+		return stageOutcome{}, fmt.Errorf("find the record's workspace: %w", err)
+	}
+	user, password := sourceAuth(checkout, secrets)
+	var commit *model.Commit
+	if strings.EqualFold(src.Type, model.SCMSVN) {
+		commit, err = svnCheckout(ctx, src, in.Record.Params.Ref, user, password, env.Workspace, log)
+	} else {
+		commit, err = gitCheckout(ctx, src.URL(), in.Record.Params.Ref, user, password, env.Workspace, log)
+	}
+	if err != nil {
+		return stageOutcome{}, err
+	}
+	fmt.Fprintf(log, "Checked out %s (%s)\n", commit.ID, strings.SplitN(commit.Message, "\n", 2)[0])
+	out := stageOutcome{commit: commit}
+	if in.Record.Params.Name == "" {
+		out.name = commit.ID[:min(7, len(commit.ID))] + "-" + in.Record.StartTime.UTC().Format("060102150405")
+	}
+	return out, nil
+}
+
+// sourceAuth picks the credentials of the main code source: its own username and
+// password when it has them, else the project's SCM credentials, but only for a
+// source on the project's SCM server, so a token never goes to another host.
+func sourceAuth(c *model.CodeCheckoutStage, secrets runSecrets) (user, password string) {
+	for i, src := range c.CodeSources {
+		if !src.Main {
+			continue
+		}
+		if o := src.OtherCodeSource; o != nil && secrets.sourcePasswords[i] != "" {
+			return o.Username, secrets.sourcePasswords[i]
+		}
+		if sameHost(src.URL(), secrets.scm.Server) {
+			return scm.GitAuth(secrets.scm)
+		}
+	}
+	return "", ""
+}
+
+// sameHost reports whether two URLs name the same scheme-less host and port.
+func sameHost(a, b string) bool {
+	ua, err1 := url.Parse(a)
+	ub, err2 := url.Parse(b)
+	if err1 != nil || err2 != nil || ua.Host == "" {
+		return false
+	}
+	return strings.EqualFold(ua.Host, ub.Host)
+}
+
+// gitCheckout fetches ref of repoURL into ws and checks it out.
+func gitCheckout(ctx context.Context, repoURL, ref, user, password, ws string, log io.Writer) (*model.Commit, error) {
+	home, err := os.MkdirTemp("", "cyclone-git-home-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(home)
+	env := gitEnv(home)
+	if password != "" {
+		env = append(env, gitAuthEnv(repoURL, user, password)...)
+	}
+	shownURL := redactURL(repoURL)
+	git := func(args ...string) error {
+		fmt.Fprintf(log, "+ git %s\n", strings.ReplaceAll(strings.Join(args, " "), repoURL, shownURL))
+		cmd := exec.CommandContext(ctx, "git", append(append([]string{"-C", ws}, gitHardening...), args...)...)
+		cmd.Env = env
+		cmd.Stdout, cmd.Stderr = log, log
+		cmd.WaitDelay = 5 * time.Second
+		return cmd.Run()
+	}
+	steps := [][]string{
+		{"init", "-q"},
+		{"fetch", "--no-tags", "--depth=50", "--end-of-options", repoURL, ref},
+		{"checkout", "-q", "--force", "FETCH_HEAD"},
+	}
+	for _, args := range steps {
+		if err := git(args...); err != nil {
+			if ctx.Err() != nil {
+				return nil, temporal.NewCanceledError("checkout cancelled")
+			}
+			var exitErr *exec.ExitError
+			if errors.As(err, &exitErr) {
+				msg := fmt.Sprintf("git %s failed (exit code %d): ref %q of %s could not be checked out",
+					args[0], exitErr.ExitCode(), ref, shownURL)
+				if password == "" && args[0] == "fetch" {
+					msg += " (no credentials were given for this repository)"
+				}
+				return nil, temporal.NewNonRetryableApplicationError(msg, ErrTypeStepFailed, nil)
+			}
+			return nil, fmt.Errorf("run git: %w", err)
+		}
+	}
+	return headCommit(ctx, ws, home)
+}
+
+// gitAuthEnv gives git an Authorization header for repoURL's server through
+// environment configuration (GIT_CONFIG_COUNT): it stays out of argv and out of
+// .git/config, and is sent only to URLs under the server's scheme, host and port.
+func gitAuthEnv(repoURL, user, password string) []string {
+	u, err := url.Parse(repoURL)
+	if err != nil {
+		return nil
+	}
+	prefix := u.Scheme + "://" + u.Host + "/"
+	header := "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
+	return []string{
+		"GIT_CONFIG_COUNT=1",
+		"GIT_CONFIG_KEY_0=http." + prefix + ".extraHeader",
+		"GIT_CONFIG_VALUE_0=" + header,
+	}
+}
+
+// svnCheckout checks out a Subversion source. The ref names a revision ("27"), a
+// path below the source's URL ("trunk", "branches/x", "tags/v1") or both
+// ("trunk@27"); the commit ID is the checked-out revision.
+func svnCheckout(ctx context.Context, src *model.CodeSource, ref, user, password, ws string, log io.Writer) (*model.Commit, error) {
+	path, rev := ref, ""
+	if p, r, ok := strings.Cut(ref, "@"); ok {
+		path, rev = p, r
+	} else if isDigits(ref) {
+		path, rev = "", ref
+	}
+	if rev != "" && !isDigits(rev) {
+		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("ref %q: the revision must be a number", ref), ErrTypeStepFailed, nil)
+	}
+	target := strings.TrimRight(src.URL(), "/")
+	if o := src.OtherCodeSource; o != nil && o.Path != "" {
+		target += "/" + strings.Trim(o.Path, "/")
+	}
+	if path != "" {
+		target += "/" + path
+	}
+	fmt.Fprintf(log, "+ svn checkout %s (revision %s)\n", redactURL(target), orHead(rev))
+	cfg := scm.Config{Type: model.SCMSVN, Credentials: scm.Credentials{Username: user, Password: password}}
+	revision, err := svn.Checkout(ctx, cfg, target, rev, ws, log)
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return nil, temporal.NewCanceledError("checkout cancelled")
+	case errors.Is(err, scm.ErrUnreachable):
+		return nil, fmt.Errorf("svn checkout: %w", err)
+	default:
+		return nil, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("svn checkout of %q from %s failed: %v", ref, redactURL(target), err), ErrTypeStepFailed, nil)
+	}
+	return &model.Commit{ID: revision, Message: "revision " + revision}, nil
+}
+
+func orHead(rev string) string {
+	if rev == "" {
+		return "HEAD"
+	}
+	return rev
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// gitEnv runs git with nothing of the worker's: not its environment (which holds the
+// secret key and store address), not its global or system configuration, not its
+// credential helpers or SSH keys and agent. A pipeline reaches only what its own
+// credentials open, and a missing credential fails instead of prompting.
+func gitEnv(home string) []string {
+	return []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + home,
+		"GIT_CONFIG_NOSYSTEM=1",
+		"GIT_CONFIG_GLOBAL=/dev/null",
+		"GIT_TERMINAL_PROMPT=0",
+		"GIT_ASKPASS=/bin/false",
+		"SSH_ASKPASS=/bin/false",
+		"GIT_SSH_COMMAND=ssh -F /dev/null -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes",
+		"GIT_PROTOCOL_FROM_USER=0",
+		"GIT_AUTHOR_NAME=cyclone", "GIT_AUTHOR_EMAIL=cyclone@localhost",
+		"GIT_COMMITTER_NAME=cyclone", "GIT_COMMITTER_EMAIL=cyclone@localhost",
+	}
+}
+
+// gitHardening turns off credential helpers and every transport but the network
+// ones a repository URL may name (no file://, no ext::).
+var gitHardening = []string{
+	"-c", "credential.helper=",
+	"-c", "protocol.allow=never",
+	"-c", "protocol.https.allow=always", "-c", "protocol.http.allow=always",
+	"-c", "protocol.ssh.allow=always", "-c", "protocol.git.allow=always",
+}
+
+// redactURL hides a password in a URL before it is shown.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	return u.Redacted()
+}
+
+func headCommit(ctx context.Context, ws, home string) (*model.Commit, error) {
+	cmd := exec.CommandContext(ctx, "git", "-C", ws, "log", "-1", "--format=%H%x00%an <%ae>%x00%aI%x00%B")
+	cmd.Env = gitEnv(home)
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("read checked-out commit: %w", err)
+	}
+	parts := bytes.SplitN(out, []byte{0}, 4)
+	if len(parts) != 4 {
+		return nil, fmt.Errorf("read checked-out commit: unexpected git output")
+	}
+	return &model.Commit{
+		ID:      string(parts[0]),
+		Author:  string(parts[1]),
+		Date:    string(parts[2]),
+		Message: strings.TrimSpace(string(parts[3])),
+	}, nil
+}

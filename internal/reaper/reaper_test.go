@@ -1,0 +1,142 @@
+package reaper_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+
+	"github.com/cycloneci/cyclone/internal/executor"
+	"github.com/cycloneci/cyclone/internal/executor/docker"
+	"github.com/cycloneci/cyclone/internal/model"
+	"github.com/cycloneci/cyclone/internal/reaper"
+	"github.com/cycloneci/cyclone/internal/testenv"
+	"github.com/cycloneci/cyclone/internal/testimage"
+)
+
+// orphan sets up a record's environment and starts a sleeping labelled container in
+// it, as a worker that died mid-step leaves them.
+func orphan(t *testing.T, cli *client.Client, ex *docker.Executor, image string, rec executor.Record) string {
+	t.Helper()
+	ctx := context.Background()
+	env, err := ex.Setup(ctx, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ex.Teardown(context.Background(), rec) })
+	labels := rec.Labels()
+	labels[executor.LabelStage] = "unitTest"
+	name := docker.ContainerName(rec.ID, "unitTest")
+	c, err := cli.ContainerCreate(ctx, &container.Config{Image: image, Cmd: []string{"sleep", "300"}, Labels: labels},
+		&container.HostConfig{NetworkMode: container.NetworkMode(env.Network)}, nil, nil, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return c.ID
+}
+
+func exists(t *testing.T, cli *client.Client, recordID string) (containerOK, networkOK, volumeOK bool) {
+	t.Helper()
+	ctx := context.Background()
+	name := docker.ResourceName(recordID)
+	_, err := cli.ContainerInspect(ctx, docker.ContainerName(recordID, "unitTest"))
+	containerOK = err == nil
+	if err != nil && !cerrdefs.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	_, err = cli.NetworkInspect(ctx, name, network.InspectOptions{})
+	networkOK = err == nil
+	_, err = cli.VolumeInspect(ctx, name)
+	volumeOK = err == nil
+	return
+}
+
+func TestReaperReclaimsOrphans(t *testing.T) {
+	cli := testimage.RequireDocker(t)
+	image := testimage.Busybox(t, cli)
+	env := testenv.Start(t, testenv.Options{NoWorker: true})
+	ex := docker.New(cli, t.TempDir())
+	ctx := context.Background()
+	suffix := time.Now().Format("150405.000000")
+
+	record := func(id, status string) executor.Record {
+		t.Helper()
+		if status != "" {
+			if err := env.Store.CreateRecord(ctx, &model.Record{ID: id, ProjectID: "p", PipelineID: "pl", Status: status,
+				StageStatus: &model.StageStatus{}, WorkflowID: id}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return executor.Record{ID: id, Project: "demo", Pipeline: "reap"}
+	}
+	aborted := record("reap-aborted-"+suffix, model.StatusAborted)
+	deleted := record("reap-deleted-"+suffix, "")
+	running := record("reap-running-"+suffix, model.StatusRunning)
+	for _, rec := range []executor.Record{aborted, deleted, running} {
+		orphan(t, cli, ex, image, rec)
+	}
+
+	// Within the grace period nothing is touched, even a finished record's.
+	r := &reaper.Reaper{Store: env.Store, Backend: ex, Logger: testenv.Logger(), Grace: time.Hour}
+	if got, err := r.Once(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("reaped within the grace period: %v %v", got, err)
+	}
+
+	// The container's creation time has second precision: age the grace past it.
+	time.Sleep(1100 * time.Millisecond)
+	r.Grace = time.Millisecond
+	got, err := r.Once(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reaped := map[string]bool{}
+	for _, rec := range got {
+		reaped[rec.ID] = true
+	}
+	if len(got) != 2 || !reaped[aborted.ID] || !reaped[deleted.ID] {
+		t.Fatalf("reaped %v, want the aborted and the deleted record's", got)
+	}
+	for _, rec := range []executor.Record{aborted, deleted} {
+		if c, n, v := exists(t, cli, rec.ID); c || n || v {
+			t.Fatalf("record %s: container %v, network %v, volume %v left", rec.ID, c, n, v)
+		}
+	}
+	if c, n, v := exists(t, cli, running.ID); !c || !n || !v {
+		t.Fatalf("the running record lost its container %v, network %v or volume %v", c, n, v)
+	}
+}
+
+// TestReaperFreesQueuePlaces: a record that ended without releasing its place in the
+// capacity queue (workflow terminated) loses it to the reaper; a waiting one keeps it.
+func TestReaperFreesQueuePlaces(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{NoWorker: true})
+	ctx := context.Background()
+	for id, status := range map[string]string{"q-done": model.StatusAborted, "q-waiting": model.StatusPending} {
+		if err := env.Store.CreateRecord(ctx, &model.Record{ID: id, Status: status, StageStatus: &model.StageStatus{}, WorkflowID: id}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := env.Store.EnqueueSlot(ctx, id, "default"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := env.Store.EnqueueSlot(ctx, "q-gone", "default"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&reaper.Reaper{Store: env.Store, Logger: testenv.Logger()}).Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	slots, err := env.Store.ListSlots(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(slots) != 1 || slots[0].RecordID != "q-waiting" {
+		t.Fatalf("slots after reaping: %+v", slots)
+	}
+}
