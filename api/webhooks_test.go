@@ -11,7 +11,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -323,59 +322,15 @@ func TestWebhookDeliveries(t *testing.T) {
 	})
 }
 
-// svnRepo is a real Subversion repository on disk, committed to with the svn client
-// and read with svnlook, as a post-commit hook does.
-type svnRepo struct {
-	dir, work, uuid string
-	t               *testing.T
-}
-
-func svnCmd(t *testing.T, dir string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Dir = dir
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-func newSVNRepo(t *testing.T) *svnRepo {
-	t.Helper()
-	root := t.TempDir()
-	r := &svnRepo{dir: filepath.Join(root, "repo"), work: filepath.Join(root, "work"), t: t}
-	svnCmd(t, root, "svnadmin", "create", r.dir)
-	svnCmd(t, root, "svn", "checkout", "--quiet", "file://"+r.dir, r.work)
-	r.uuid = strings.TrimSpace(svnCmd(t, root, "svnlook", "uuid", r.dir))
-	return r
-}
-
-// commit writes files and commits them; it returns the revision and what
-// `svnlook changed` says of it.
-func (r *svnRepo) commit(files map[string]string) (string, []byte) {
-	r.t.Helper()
-	for p, content := range files {
-		full := filepath.Join(r.work, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			r.t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
-			r.t.Fatal(err)
-		}
-	}
-	svnCmd(r.t, r.work, "svn", "add", "--quiet", "--force", ".")
-	svnCmd(r.t, r.work, "svn", "commit", "--quiet", "-m", "change")
-	rev := strings.TrimSpace(svnCmd(r.t, r.work, "svnlook", "youngest", r.dir))
-	return rev, []byte(svnCmd(r.t, r.work, "svnlook", "changed", "--revision", rev, r.dir))
-}
-
+// A post-commit hook of a real repository (svnserve, svnlook) starts the pipelines
+// whose path the revision changed, which check that revision out.
 func TestSVNPostCommit(t *testing.T) {
-	repo := newSVNRepo(t)
+	svn := testenv.StartSVNServer(t, "alice", "svn-s3cr3t")
 	env := testenv.Start(t, testenv.Options{})
-	wantStatus(t, env.Do("POST", "/api/v1/projects", scmProject("svnhooks", "SVN", "svn://127.0.0.1/repo", nil)), http.StatusCreated)
-	source := map[string]any{"type": "SVN", "main": true, "otherCodeSource": map[string]any{"url": "svn://127.0.0.1/repo/proj/trunk", "path": "proj/trunk"}}
-	trigger := map[string]any{"postCommit": map[string]any{"stages": []string{"unitTest"}}}
+	wantStatus(t, env.Do("POST", "/api/v1/projects", scmProject("svnhooks", "SVN", svn.URL,
+		map[string]any{"username": "alice", "password": "svn-s3cr3t"})), http.StatusCreated)
+	source := map[string]any{"type": "SVN", "main": true, "otherCodeSource": map[string]any{"url": svn.URL, "path": "proj/trunk"}}
+	trigger := map[string]any{"postCommit": map[string]any{"stages": []string{"codeCheckout", "unitTest"}}}
 
 	// The repository UUID is required with a postCommit trigger.
 	r := env.Do("POST", "/api/v1/projects/svnhooks/pipelines", hookPipelineBody("svn", source, trigger, nil))
@@ -383,8 +338,8 @@ func TestSVNPostCommit(t *testing.T) {
 	r = env.Do("POST", "/api/v1/projects/svnhooks/pipelines", hookPipelineBody("svn", source, trigger, map[string]any{"svnRepoID": "not-a-uuid"}))
 	wantError(t, r, http.StatusBadRequest, api.ReasonInvalidField, "svnRepoID")
 
-	p := createHookPipeline(t, env, "svnhooks", hookPipelineBody("svn", source, trigger, map[string]any{"svnRepoID": strings.ToUpper(repo.uuid)}))
-	if p.Webhook == nil || !strings.Contains(p.Webhook.URL, "/api/v1/subversion/"+repo.uuid+"/postcommithook?token=") {
+	p := createHookPipeline(t, env, "svnhooks", hookPipelineBody("svn", source, trigger, map[string]any{"svnRepoID": strings.ToUpper(svn.UUID)}))
+	if p.Webhook == nil || !strings.Contains(p.Webhook.URL, "/api/v1/subversion/"+svn.UUID+"/postcommithook?token=") {
 		t.Fatalf("the created pipeline does not show its hook URL: %+v", p.Webhook)
 	}
 	hookURL, err := url.Parse(p.Webhook.URL)
@@ -396,11 +351,12 @@ func TestSVNPostCommit(t *testing.T) {
 		t.Fatalf("GET pipeline shows the hook token: %s", r.Body)
 	}
 	hook := func(rev, tok string) string {
-		return "/api/v1/subversion/" + repo.uuid + "/postcommithook?revision=" + rev + "&token=" + url.QueryEscape(tok)
+		return "/api/v1/subversion/" + svn.UUID + "/postcommithook?revision=" + rev + "&token=" + url.QueryEscape(tok)
 	}
 	text := "Content-Type"
 
-	rev, changed := repo.commit(map[string]string{"proj/trunk/main.go": "package main\n", "docs/readme": "x"})
+	rev := svn.Commit("inside", map[string]string{"proj/trunk/main.go": "package main\n", "docs/readme": "x"})
+	changed := []byte(svn.Changed(rev))
 	if !bytes.Contains(changed, []byte("proj/trunk/main.go")) {
 		t.Fatalf("svnlook changed: %s", changed)
 	}
@@ -410,18 +366,21 @@ func TestSVNPostCommit(t *testing.T) {
 	if len(a.Records) != 1 {
 		t.Fatalf("answer %+v", a)
 	}
-	rec, err := env.Store.GetRecord(context.Background(), p.ID, a.Records[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rec.Trigger != model.TriggerSCM || rec.PerformParams.Ref != rev || strings.Join(rec.PerformParams.Stages, ",") != "unitTest" {
-		t.Fatalf("svn record %+v %+v", rec, rec.PerformParams)
+	var rec model.Record
+	waitUntil(t, "the post-commit record to end", func() bool {
+		env.Do("GET", "/api/v1/projects/svnhooks/pipelines/svn/records/"+a.Records[0], nil).JSON(t, &rec)
+		return model.IsTerminal(rec.Status)
+	})
+	co := rec.StageStatus.CodeCheckout
+	if rec.Status != model.StatusSuccess || rec.Trigger != model.TriggerSCM || rec.PerformParams.Ref != rev ||
+		strings.Join(rec.PerformParams.Stages, ",") != "codeCheckout,unitTest" || co == nil || co.Commits == nil || co.Commits.MainRepo.ID != rev {
+		t.Fatalf("svn record %+v %+v (%s)", rec, rec.PerformParams, rec.ErrorMessage)
 	}
 	wantHook(t, deliver(env, hook(rev, token), changed, text, "text/plain"), "already triggered")
 
 	// A revision outside the pipeline's path starts nothing.
-	rev2, changed2 := repo.commit(map[string]string{"proj/trunk2/other.go": "x", "docs/more": "y"})
-	wantHook(t, deliver(env, hook(rev2, token), changed2, text, "text/plain"), `changed nothing under "proj/trunk"`)
+	rev2 := svn.Commit("outside", map[string]string{"proj/trunk2/other.go": "x", "docs/more": "y"})
+	wantHook(t, deliver(env, hook(rev2, token), []byte(svn.Changed(rev2)), text, "text/plain"), `changed nothing under "proj/trunk"`)
 
 	wantError(t, deliver(env, hook("", token), changed, text, "text/plain"), http.StatusBadRequest, api.ReasonInvalidField, "revision")
 	wantError(t, deliver(env, hook(rev, token), []byte("not svnlook output"), text, "text/plain"), http.StatusBadRequest, api.ReasonInvalidField, "body")
