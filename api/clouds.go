@@ -186,7 +186,7 @@ type cloudPing struct {
 	Type      string `json:"type"`
 	Reachable bool   `json:"reachable"`
 	// LatencyMS is how long the cloud took to answer, when it did.
-	LatencyMS int64 `json:"latencyMs,omitempty"`
+	LatencyMS *int64 `json:"latencyMs,omitempty"`
 }
 
 func (h *handlers) pingCloud(c echo.Context) error {
@@ -203,7 +203,8 @@ func (h *handlers) pingCloud(c echo.Context) error {
 	if err != nil {
 		h.log.Info("cloud unreachable", "cloud", cl.Name, "error", err)
 	} else {
-		out.LatencyMS = time.Since(start).Milliseconds()
+		ms := time.Since(start).Milliseconds()
+		out.LatencyMS = &ms
 	}
 	return c.JSON(http.StatusOK, out)
 }
