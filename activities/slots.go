@@ -48,13 +48,18 @@ func (a *Activities) AcquireSlot(ctx context.Context, req SlotRequest) error {
 	}
 	lastPos := int64(-1)
 	for {
+		limit := a.cloudLimit(ctx, cloud)
+		if limit <= 0 && lastPos < 0 {
+			// No limit: the record runs at once and takes no place (a limit set
+			// later counts only the records that start after it).
+			return nil
+		}
 		// Enqueued again on every turn: a place pruned by mistake (a record read
 		// while the store was failing over) is taken back instead of waited on forever.
 		sl, err := a.Slots.EnqueueSlot(ctx, req.RecordID, cloud)
 		if err != nil {
 			return err
 		}
-		limit := a.cloudLimit(ctx, cloud)
 		if limit <= 0 {
 			return a.Slots.SetQueuePosition(ctx, req.RecordID, 0)
 		}

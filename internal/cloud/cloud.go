@@ -43,6 +43,9 @@ type Prober struct {
 	// Local lists the record environments of the Local cloud (the worker's own
 	// executor when it runs in this process); nil lists none.
 	Local executor.Lister
+	// NewKubeClient makes the client of a Kubernetes cloud (default: client-go's
+	// clientset for the config); tests give a fake clientset.
+	NewKubeClient func(cfg *rest.Config) (kubernetes.Interface, error)
 }
 
 func (p *Prober) timeout() time.Duration {
@@ -73,7 +76,8 @@ func (p *Prober) Ping(ctx context.Context, c *model.Cloud) error {
 		if err != nil {
 			return err
 		}
-		if _, err := cs.Discovery().RESTClient().Get().AbsPath("/version").Do(ctx).Raw(); err != nil {
+		// GET /version, under the call's deadline (cfg.Timeout).
+		if _, err := cs.Discovery().ServerVersion(); err != nil {
 			return fmt.Errorf("ask the Kubernetes API server its version: %w", err)
 		}
 		return nil
@@ -261,7 +265,7 @@ func (p *Prober) dockerClient(ctx context.Context, d *model.DockerCloud) (*docke
 	return DockerClient(d)
 }
 
-func (p *Prober) kube(ctx context.Context, c *model.Cloud) (*kubernetes.Clientset, error) {
+func (p *Prober) kube(ctx context.Context, c *model.Cloud) (kubernetes.Interface, error) {
 	if c.Kubernetes != nil && c.Kubernetes.Host != "" {
 		if err := checkHost(ctx, c.Kubernetes.Host); err != nil {
 			return nil, err
@@ -279,7 +283,11 @@ func (p *Prober) kube(ctx context.Context, c *model.Cloud) (*kubernetes.Clientse
 		return nil, err
 	}
 	cfg.Timeout = p.timeout()
-	cs, err := kubernetes.NewForConfig(cfg)
+	newClient := p.NewKubeClient
+	if newClient == nil {
+		newClient = func(cfg *rest.Config) (kubernetes.Interface, error) { return kubernetes.NewForConfig(cfg) }
+	}
+	cs, err := newClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client for %s: %w", cfg.Host, err)
 	}
