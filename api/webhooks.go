@@ -167,7 +167,12 @@ func (h *handlers) gitlabWebhook(c echo.Context) error {
 	if err := webhook.VerifyGitLab(secret, hdr.Get("X-Gitlab-Token")); err != nil {
 		return hookUnauthorized(err)
 	}
-	ev, err := webhook.ParseGitLab(hdr.Get("X-Gitlab-Event"), hdr.Get("X-Gitlab-Event-UUID"), body)
+	// GitLab 17.4+ sends Idempotency-Key, the same on every retry of a delivery.
+	delivery := hdr.Get("Idempotency-Key")
+	if delivery == "" {
+		delivery = hdr.Get("X-Gitlab-Event-UUID")
+	}
+	ev, err := webhook.ParseGitLab(hdr.Get("X-Gitlab-Event"), delivery, body)
 	return h.triggerPipeline(c, proj, p, ev, err)
 }
 
@@ -573,7 +578,7 @@ func (h *handlers) registerNewPipelineHook(ctx context.Context, proj *model.Proj
 type hookUpdate struct {
 	h          *handlers
 	proj       *model.Project
-	old, p     *model.Pipeline
+	p          *model.Pipeline
 	created    *model.PipelineWebhook
 	obsolete   *model.PipelineWebhook
 	obsoleteOf *model.Pipeline
@@ -583,7 +588,7 @@ type hookUpdate struct {
 // none) and webhook before p replaces old: the old hook kept when nothing it depends
 // on changed, else a new one registered.
 func (h *handlers) prepareHookUpdate(ctx context.Context, proj *model.Project, old, p *model.Pipeline) (*hookUpdate, error) {
-	u := &hookUpdate{h: h, proj: proj, old: old, p: p}
+	u := &hookUpdate{h: h, proj: proj, p: p}
 	if h.hooks == nil {
 		p.Webhook = old.Webhook
 		return u, nil
