@@ -7,7 +7,9 @@
 // Each pass lists what carries Cyclone's record labels (executor.Lister), looks each
 // record up in the store, and tears down (executor.Executor.Teardown) the records
 // that are finished or deleted. Resources younger than the grace period are left
-// alone, so a record being set up is not reaped.
+// alone, so a record being set up is not reaped. A record the store does not know
+// waits a longer grace (GoneGrace): it may belong to another installation sharing
+// the engine, whose records this store cannot see.
 package reaper
 
 import (
@@ -39,6 +41,8 @@ type Backend interface {
 const (
 	DefaultInterval = 20 * time.Second
 	DefaultGrace    = 30 * time.Second
+	// DefaultGoneGrace applies to records the store does not know.
+	DefaultGoneGrace = 10 * time.Minute
 )
 
 // Reaper reclaims the resources of finished records.
@@ -49,7 +53,10 @@ type Reaper struct {
 	Logger   *slog.Logger
 	Interval time.Duration // between passes (default 20s)
 	Grace    time.Duration // minimum age of what is reaped (default 30s)
-	Now      func() time.Time
+	// GoneGrace is the minimum age of what records unknown to the store left
+	// (default 10 min).
+	GoneGrace time.Duration
+	Now       func() time.Time
 }
 
 // Run reaps every Interval until ctx ends.
@@ -104,10 +111,14 @@ func (r *Reaper) Once(ctx context.Context) ([]executor.Record, error) {
 	if r.Now != nil {
 		now = r.Now
 	}
-	cutoff := now().Add(-grace)
+	goneGrace := r.GoneGrace
+	if goneGrace <= 0 {
+		goneGrace = DefaultGoneGrace
+	}
+	cutoff, goneCutoff := now().Add(-grace), now().Add(-goneGrace)
 	// A record is considered once, and only when all it has is old enough.
 	records := map[string]executor.Record{}
-	young := map[string]bool{}
+	young, youngForGone := map[string]bool{}, map[string]bool{}
 	var order []string
 	for _, in := range list {
 		id := in.Record.ID
@@ -121,6 +132,9 @@ func (r *Reaper) Once(ctx context.Context) ([]executor.Record, error) {
 		if in.Created.After(cutoff) {
 			young[id] = true
 		}
+		if in.Created.After(goneCutoff) {
+			youngForGone[id] = true
+		}
 	}
 	var reaped []executor.Record
 	for _, id := range order {
@@ -130,6 +144,9 @@ func (r *Reaper) Once(ctx context.Context) ([]executor.Record, error) {
 		rec, err := r.Store.GetRecordByID(ctx, id)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
+			if youngForGone[id] {
+				continue
+			}
 		case err != nil:
 			errs = append(errs, fmt.Errorf("record %s: %w", id, err))
 			continue

@@ -96,6 +96,19 @@ func TestReaperReclaimsOrphans(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A record the store does not know waits its longer grace.
+	if len(got) != 1 || got[0].ID != aborted.ID {
+		t.Fatalf("reaped %v, want only the aborted record's", got)
+	}
+	if c, _, _ := exists(t, cli, deleted.ID); !c {
+		t.Fatal("the unknown record's container went before its grace")
+	}
+	r.GoneGrace = time.Millisecond
+	more, err := r.Once(ctx)
+	got = append(got, more...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	reaped := map[string]bool{}
 	for _, rec := range got {
 		reaped[rec.ID] = true
