@@ -45,7 +45,9 @@ type Provider struct {
 	hc     *http.Client
 	creds  scm.Credentials
 
-	mu     sync.Mutex
+	exchangeMu sync.Mutex // one password exchange at a time
+
+	mu     sync.Mutex // guards client and token
 	client *gl.Client // nil until a password was exchanged for a token
 	token  string     // the exchanged token
 }
@@ -88,10 +90,13 @@ func (p *Provider) newClient(token string) (*gl.Client, error) {
 
 // api returns the API client, exchanging the password for a token first if needed.
 func (p *Provider) api(ctx context.Context) (*gl.Client, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.client != nil {
-		return p.client, nil
+	if c := p.current(); c != nil {
+		return c, nil
+	}
+	p.exchangeMu.Lock()
+	defer p.exchangeMu.Unlock()
+	if c := p.current(); c != nil {
+		return c, nil
 	}
 	tok, err := p.exchange(ctx)
 	if err != nil {
@@ -101,8 +106,16 @@ func (p *Provider) api(ctx context.Context) (*gl.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.mu.Lock()
 	p.client, p.token = c, tok
+	p.mu.Unlock()
 	return c, nil
+}
+
+func (p *Provider) current() *gl.Client {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.client
 }
 
 // exchange trades the username and password for an OAuth access token.
