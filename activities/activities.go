@@ -78,6 +78,9 @@ type Activities struct {
 	SCM SCMOpener
 	// PublicURL is the API's address as SCM users reach it, for links back to records.
 	PublicURL string
+
+	// Sonar runs the codeScan stage's SonarQube scans.
+	Sonar SonarScan
 }
 
 func (a *Activities) logger() *slog.Logger {
@@ -342,8 +345,11 @@ func (a *Activities) runStage(ctx context.Context, in StageInput, secrets runSec
 	case model.StagePackage:
 		return stageOutcome{}, a.runCommands(ctx, in, stages.Package.Command, secrets, log)
 	case model.StageCodeScan:
-		// The spec's create body allows a plain command scan; SonarQube comes later.
-		if stages.CodeScan.SonarQube == nil && len(stages.CodeScan.Command) > 0 {
+		if stages.CodeScan.SonarQube != nil {
+			return stageOutcome{}, a.codeScan(ctx, in, log)
+		}
+		// The spec's create body also allows a plain command scan.
+		if len(stages.CodeScan.Command) > 0 {
 			return stageOutcome{}, a.runCommands(ctx, in, stages.CodeScan.Command, secrets, log)
 		}
 	case model.StageImageBuild:

@@ -43,6 +43,7 @@ type workerFlags struct {
 	WorkerID            string `help:"Stable worker identity; stages of a record return to the worker holding its workspace (default: host name)."`
 	MaxConcurrentStages int    `help:"Stages this worker runs at once." default:"16"`
 	MaxRunningRecords   int    `help:"Records running at once on a cloud that sets no maxRunningRecords of its own; more wait Pending, in order (0: no limit)." default:"0"`
+	SonarScannerImage   string `help:"Image the codeScan stage runs sonar-scanner in (its sonar-scanner reads SONAR_TOKEN)." default:"sonarsource/sonar-scanner-cli"`
 }
 
 type serverCmd struct {
@@ -145,7 +146,7 @@ func (c *workerCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		m = metrics.New()
 	}
 	w, err := app.NewWorker(st, tc, ex, app.WorkerConfig{TaskQueue: c.TaskQueue, WorkerID: c.WorkerID, MaxConcurrentStages: c.MaxConcurrentStages,
-		Logger: logger, Metrics: m, MaxRunningRecords: c.MaxRunningRecords})
+		Logger: logger, Metrics: m, MaxRunningRecords: c.MaxRunningRecords, SonarScannerImage: c.SonarScannerImage})
 	if err != nil {
 		return err
 	}
@@ -292,7 +293,8 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	// One process, one Metrics: the API's /metrics shows the worker's series too.
 	m := metrics.New()
 	w, err := app.NewWorker(st, tc, ex, app.WorkerConfig{TaskQueue: c.TaskQueue, WorkerID: workerID,
-		MaxConcurrentStages: c.MaxConcurrentStages, SingleWorker: true, Logger: logger, Metrics: m, MaxRunningRecords: c.MaxRunningRecords})
+		MaxConcurrentStages: c.MaxConcurrentStages, SingleWorker: true, Logger: logger, Metrics: m, MaxRunningRecords: c.MaxRunningRecords,
+		SonarScannerImage: c.SonarScannerImage})
 	if err != nil {
 		return err
 	}

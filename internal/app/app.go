@@ -224,6 +224,9 @@ type WorkerConfig struct {
 	MaxRunningRecords int
 	// SlotPoll paces how often a waiting record looks at its queue (default 1s).
 	SlotPoll time.Duration
+	// SonarScannerImage is the image codeScan runs sonar-scanner in (default
+	// activities.DefaultSonarScannerImage).
+	SonarScannerImage string
 }
 
 // NewWorker builds a worker running records on ex.
@@ -231,6 +234,7 @@ func NewWorker(st *store.Store, tc client.Client, ex executor.Executor, cfg Work
 	acts := &activities.Activities{Store: st, Executor: ex, Logs: &logs.Sink{Store: st, Hub: logs.ProcessHub()},
 		Logger: cfg.Logger, Metrics: cfg.Metrics, SCM: providers.New, PublicURL: cfg.PublicURL}
 	acts.Slots, acts.MaxRunningRecords, acts.SlotPoll = st, cfg.MaxRunningRecords, cfg.SlotPoll
+	acts.Sonar = activities.SonarScan{Image: cfg.SonarScannerImage, Integrations: st}
 	return worker.New(worker.Options{
 		Client:              tc,
 		TaskQueue:           cfg.TaskQueue,

@@ -144,6 +144,8 @@ type StageUpdate struct {
 	Tasks []TaskStatus `json:"tasks,omitempty"`
 	// Images, when set, replaces the stage's image list (imageRelease).
 	Images []string `json:"images,omitempty"`
+	// SonarQube, when set, replaces the stage's SonarQube results (codeScan).
+	SonarQube *SonarQubeResult `json:"sonarqube,omitempty"`
 }
 
 // Of returns the status of the named stage, or nil when the record has none for it.

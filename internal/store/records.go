@@ -125,6 +125,9 @@ func (s *Store) UpdateStage(ctx context.Context, id string, u model.StageUpdate)
 	if u.Images != nil {
 		set = append(set, bson.E{Key: prefix + "images", Value: u.Images})
 	}
+	if u.SonarQube != nil {
+		set = append(set, bson.E{Key: prefix + "sonarqube", Value: u.SonarQube})
+	}
 	if len(set) == 0 {
 		return nil
 	}

@@ -55,6 +55,8 @@ type Env struct {
 	mongo    *devstack.Mongo    // nil when external
 	temporal *devstack.Temporal // nil when external
 	mongoDir string
+
+	sonarImage string // the workers' scanner image
 }
 
 // RestartMongo starts the embedded MongoDB-compatible server again on the same data
@@ -105,6 +107,9 @@ type Options struct {
 	// embedded ones (benchmarks against a real cluster).
 	TemporalAddress string
 	MongoURI        string
+	// SonarScannerImage is the image the worker's codeScan stage runs (default
+	// activities.DefaultSonarScannerImage, which cannot be pulled here).
+	SonarScannerImage string
 }
 
 // Logger is quiet unless CYCLONE_TEST_LOG is set.
@@ -186,6 +191,7 @@ func Start(t testing.TB, o Options) *Env {
 
 	env := &Env{TemporalAddress: temporalAddr, Store: st, Temporal: tc, MongoURI: mongoURI, Executor: o.Executor, single: o.SingleWorker, mongo: embedded, mongoDir: mongoDir, temporal: embeddedTemporal, t: t,
 		Metrics: metrics.New()}
+	env.sonarImage = o.SonarScannerImage
 	if env.Executor == nil {
 		env.Executor = local.New(t.TempDir())
 	}
@@ -213,7 +219,7 @@ func (e *Env) StartWorker(id string) *worker.Worker {
 		id = "test"
 	}
 	w, err := app.NewWorker(e.Store, e.Temporal, e.Executor, app.WorkerConfig{TaskQueue: TaskQueue, WorkerID: id, SingleWorker: e.single,
-		Logger: Logger(), Metrics: e.Metrics})
+		Logger: Logger(), Metrics: e.Metrics, SonarScannerImage: e.sonarImage})
 	if err != nil {
 		e.t.Fatal(err)
 	}
