@@ -343,14 +343,17 @@ func classify(ctx context.Context, op, stderr string, runErr error, password str
 		}
 		return fmt.Errorf("svn: %s: %w", op, ctx.Err())
 	}
-	lines := strings.Split(strings.TrimSpace(scm.Redact(stderr, password)), "\n")
-	last := strings.TrimSpace(lines[len(lines)-1])
-	for _, l := range lines {
-		// The most telling line is the last error, or the first with a known code.
-		if strings.Contains(l, "E170001") || strings.Contains(l, "E215004") {
-			last = strings.TrimSpace(l)
-			break
+	// svn says what failed over several lines ("Unable to connect ...", then why).
+	var said []string
+	for _, l := range strings.Split(scm.Redact(stderr, password), "\n") {
+		l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "svn: "))
+		if l != "" && !strings.Contains(l, "svn help") && len(said) < 5 {
+			said = append(said, l)
 		}
+	}
+	last := strings.Join(said, "; ")
+	if last == "" {
+		last = runErr.Error()
 	}
 	codes := map[string]bool{}
 	for _, c := range svnCode.FindAllString(stderr, -1) {
@@ -371,7 +374,7 @@ func classify(ctx context.Context, op, stderr string, runErr error, password str
 		sentinel = scm.ErrUnauthorized
 	case has("E170000", "W160013", "E160013", "W170000", "E160006", "E200009", "E210005", "E160005", "E175013"):
 		sentinel = scm.ErrNotFound
-	case has("E000111", "E170013", "E000110", "E000113", "E670002", "E670008", "E210002", "E175002", "E120108", "E120171", "E000104"):
+	case has("E000111", "E170013", "E000110", "E000113", "E670002", "E670008", "E210002", "E175002", "E175012", "E120108", "E120171", "E000104", "E230001"):
 		sentinel = scm.ErrUnreachable
 	}
 	if sentinel == nil {
