@@ -23,8 +23,8 @@ import (
 // need executor capabilities (executor.ImageBuilder, ServiceRunner, ImagePusher)
 // that only container executors have.
 //
-// An image is tagged imageName:{record name}, under the project's registry server
-// and repository when the project has a registry, so that imageRelease (and an
+// An image is tagged imageName:{record name} (or with the tag its imageName gives),
+// under the project's registry server and repository when the project has a registry, so that imageRelease (and an
 // integration test naming the image) finds what imageBuild made in the same record.
 
 // serviceStopTimeout bounds the removal of an integration test's services, which runs
@@ -65,9 +65,14 @@ type imageNaming struct {
 	creds  *store.Credentials
 }
 
-// ref is the full reference of a build info's image.
+// ref is the full reference of a build info's image: tagged with the record's
+// name unless the image name gives its own tag.
 func (n imageNaming) ref(imageName string) string {
-	return n.prefix + imageName + ":" + n.tag
+	path, tag := model.SplitImageName(imageName)
+	if tag == "" {
+		tag = n.tag
+	}
+	return n.prefix + path + ":" + tag
 }
 
 // resolve maps an image the pipeline names (an integration test's or a service's) to
@@ -80,25 +85,11 @@ func (n imageNaming) resolve(image string) string {
 }
 
 var (
-	// nameComponentRe is one path component of an image name (distribution's grammar).
-	nameComponentRe = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
 	// registryHostRe is a registry's host[:port].
 	registryHostRe = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?$`)
 	// tagBadRe matches what a tag cannot hold.
 	tagBadRe = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
 )
-
-func validImagePath(p string) bool {
-	if p == "" {
-		return false
-	}
-	for _, c := range strings.Split(p, "/") {
-		if !nameComponentRe.MatchString(c) {
-			return false
-		}
-	}
-	return true
-}
 
 // registryHost is a registry server as an image reference names it: no scheme, no
 // trailing slash.
@@ -152,7 +143,7 @@ func (a *Activities) naming(ctx context.Context, in StageInput) (imageNaming, er
 			return n, failStep("the project's registry server %q is not a host[:port]", creds.RegistryServer)
 		}
 		repo := strings.Trim(creds.RegistryRepository, "/")
-		if !validImagePath(repo) {
+		if _, tag := model.SplitImageName(repo); tag != "" || !model.ValidImageName(repo) {
 			return n, failStep("the project's registry repository %q is not a valid repository name", creds.RegistryRepository)
 		}
 		n.prefix = host + "/" + repo + "/"
@@ -289,8 +280,8 @@ func (a *Activities) imageBuild(ctx context.Context, in StageInput, secrets runS
 	labels[executor.LabelStage] = in.Stage
 	var runs []taskRun
 	for i, bi := range s.ImageBuild.BuildInfos {
-		if !validImagePath(bi.ImageName) {
-			return failStep("imageBuild.buildInfos[%d].imageName %q is not a valid image name (lower-case letters, digits, separators . _ - and /)", i, bi.ImageName)
+		if !model.ValidImageName(bi.ImageName) {
+			return failStep("imageBuild.buildInfos[%d].imageName %q is not an image name (lower-case path such as team/web, optionally :tag)", i, bi.ImageName)
 		}
 		name := bi.TaskName
 		if name == "" {
@@ -398,8 +389,8 @@ func (a *Activities) imageRelease(ctx context.Context, in StageInput, secrets ru
 			fmt.Fprintf(log, "Image %s is not released: its policy is IntegrationTestSuccess and the integration test did not succeed\n", pol.ImageName)
 			continue
 		}
-		if !validImagePath(pol.ImageName) {
-			return failStep("imageRelease image name %q is not a valid image name", pol.ImageName)
+		if !model.ValidImageName(pol.ImageName) {
+			return failStep("imageRelease image name %q is not an image name (lower-case path such as team/web, optionally :tag)", pol.ImageName)
 		}
 		ref := n.ref(pol.ImageName)
 		runs = append(runs, taskRun{name: pol.ImageName, image: ref, run: func(ctx context.Context, log io.Writer) error {

@@ -426,6 +426,12 @@ func TestPipelineBadInput(t *testing.T) {
 		{"build info without image", mut(func(b map[string]any) {
 			stages(b)["imageBuild"] = map[string]any{"buildInfos": []any{map[string]any{"contextDir": "."}}}
 		}), "build.stages.imageBuild.buildInfos[0].imageName"},
+		{"build info with a bad image name", mut(func(b map[string]any) {
+			stages(b)["imageBuild"] = map[string]any{"buildInfos": []any{map[string]any{"imageName": "Team/Web!"}}}
+		}), "build.stages.imageBuild.buildInfos[0].imageName"},
+		{"release policy with a bad image name", mut(func(b map[string]any) {
+			stages(b)["imageRelease"] = map[string]any{"releasePolicies": []any{map[string]any{"imageName": "web:", "type": "Always"}}}
+		}), "build.stages.imageRelease.releasePolicies[0].imageName"},
 		{"bad timeout", mut(func(b map[string]any) { b["timeout"] = "soon" }), "timeout"},
 	}
 	for _, tc := range cases {

@@ -214,6 +214,10 @@ func (s *Stages) validate() error {
 			if strings.TrimSpace(bi.ImageName) == "" {
 				return fieldErr(fmt.Sprintf("%simageBuild.buildInfos[%d].imageName", prefix, i), "is required")
 			}
+			if !ValidImageName(bi.ImageName) {
+				return fieldErr(fmt.Sprintf("%simageBuild.buildInfos[%d].imageName", prefix, i),
+					"%q is not an image name (lower-case path such as team/web, optionally :tag)", bi.ImageName)
+			}
 		}
 	}
 	if it := s.IntegrationTest; it != nil {
@@ -244,6 +248,9 @@ func (s *Stages) validate() error {
 			field := fmt.Sprintf("%simageRelease.releasePolicies[%d]", prefix, i)
 			if pol.ImageName == "" {
 				return fieldErr(field+".imageName", "is required")
+			}
+			if !ValidImageName(pol.ImageName) {
+				return fieldErr(field+".imageName", "%q is not an image name (lower-case path such as team/web, optionally :tag)", pol.ImageName)
 			}
 			if pol.Type != ReleaseAlways && pol.Type != ReleaseIntegrationTestSuccess {
 				return fieldErr(field+".type", "%q is not one of Always, IntegrationTestSuccess", pol.Type)
