@@ -12,10 +12,15 @@
 // The engine must therefore see the worker's file system at the same paths (the worker
 // runs on the engine's host, or shares root with it at the same path).
 //
-// Run pulls a step's image when the engine lacks it (anonymously; registry
-// credentials come with the image-release work). Everything
+// Run pulls a step's image when the engine lacks it (anonymously). Everything
 // created carries the record's labels (executor.Record.Labels), which is how Teardown
-// finds leftover containers.
+// finds leftover containers, integration-test services included.
+//
+// The executor also has the optional capabilities of package executor: it builds
+// images from a tar of the workspace with the engine's classic builder (build.go),
+// pushes them with the project's registry credentials (push.go) and runs services on
+// the record's network under their names (services.go). Built images carry the
+// record's labels and stay on the engine after Teardown.
 package docker
 
 import (
