@@ -506,10 +506,13 @@ func (e *Executor) deletePod(ctx context.Context, name string, uid types.UID) er
 		opts.Preconditions = &metav1.Preconditions{UID: &uid}
 	}
 	err := e.cli.CoreV1().Pods(e.ns).Delete(ctx, name, opts)
-	if err != nil && !apierrors.IsNotFound(err) && !(uid != "" && apierrors.IsConflict(err)) {
-		return fmt.Errorf("delete pod %s/%s: %w", e.ns, name, err)
+	switch {
+	case err == nil, apierrors.IsNotFound(err):
+		return nil
+	case uid != "" && apierrors.IsConflict(err): // already replaced by another pod of that name
+		return nil
 	}
-	return nil
+	return fmt.Errorf("delete pod %s/%s: %w", e.ns, name, err)
 }
 
 // deletePodAndWait deletes the pod name if it exists and waits until it is gone, so
@@ -661,7 +664,7 @@ func (e *Executor) followLog(ctx context.Context, name string, out io.Writer) er
 		}
 		_, err = io.Copy(out, rc)
 		broke := time.Now()
-		rc.Close()
+		_ = rc.Close()
 		if err == nil || ctx.Err() != nil || attempt == maxLogReconnects {
 			return nil // a log cut short is not worth failing the step for
 		}
