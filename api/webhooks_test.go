@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha1" //nolint:gosec // GitHub's legacy X-Hub-Signature, sent to check that it is refused
 	"encoding/hex"
+	"math/rand"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -308,6 +309,39 @@ func TestWebhookDeliveries(t *testing.T) {
 		}
 		if n := len(pipelineRecords(t, env, lab.ID)); n != 4 {
 			t.Fatalf("%d GitLab records, want 4", n)
+		}
+	})
+
+	t.Run("mangled payloads are never 5xx", func(t *testing.T) {
+		rnd := rand.New(rand.NewSource(6))
+		for _, c := range []struct{ file, event string }{
+			{"github_push.json", "push"}, {"github_issue_comment.json", "issue_comment"}, {"github_release.json", "release"},
+			{"github_pull_request.json", "pull_request"}, {"github_create_tag.json", "create"},
+			{"gitlab_push.json", "Push Hook"}, {"gitlab_note.json", "Note Hook"}, {"gitlab_merge_request.json", "Merge Request Hook"},
+		} {
+			seed := hookPayload(t, c.file)
+			for i := 0; i < 25; i++ {
+				b := append([]byte{}, seed...)
+				switch i % 3 {
+				case 0: // truncated
+					b = b[:rnd.Intn(len(b))]
+				case 1: // bytes overwritten
+					for k := 0; k < 1+rnd.Intn(6); k++ {
+						b[rnd.Intn(len(b))] = byte(rnd.Intn(256))
+					}
+				case 2: // a value's type changed
+					b = bytes.Replace(b, []byte(`": "`), []byte(`": [`), 1+rnd.Intn(3))
+				}
+				var r *testenv.Response
+				if strings.HasPrefix(c.file, "github") {
+					r = deliver(env, ghPath, b, githubHeaders(c.event, "mangled", hookSecret, b)...)
+				} else {
+					r = deliver(env, labPath, b, "X-Gitlab-Event", c.event, "X-Gitlab-Token", hookSecret)
+				}
+				if r.Status >= 500 {
+					t.Fatalf("%s mangled: %d %s\n%s", c.file, r.Status, r.Body, b)
+				}
+			}
 		}
 	})
 
