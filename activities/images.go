@@ -166,24 +166,23 @@ type taskSet struct {
 	tasks []model.TaskStatus
 }
 
-// set changes a task's status and writes the task list. The write outlives a
-// cancellation, so an aborted task is recorded as such.
-func (ts *taskSet) set(ctx context.Context, i int, status string, start, end *time.Time) {
+// finish sets a task's final status and writes the task list.
+func (ts *taskSet) finish(ctx context.Context, i int, status string, end time.Time) {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	t := &ts.tasks[i]
-	t.Status = status
-	if start != nil {
-		t.StartTime = start
-	}
-	if end != nil {
-		t.EndTime = end
-	}
+	ts.tasks[i].Status, ts.tasks[i].EndTime = status, &end
+	ts.write(ctx)
+}
+
+// write writes the task list; ts.mu is held. The write outlives a cancellation, so
+// an aborted task is recorded as such. A failed write is logged: the stage's outcome
+// does not depend on it.
+func (ts *taskSet) write(ctx context.Context) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	tasks := append([]model.TaskStatus(nil), ts.tasks...)
 	if err := ts.a.Store.UpdateStage(wctx, ts.in.Record.RecordID, model.StageUpdate{Stage: ts.in.Stage, Tasks: tasks}); err != nil {
-		ts.a.recordLogger(ts.in.Record).Warn("write task status", "stage", ts.in.Stage, "task", t.Name, "error", err)
+		ts.a.recordLogger(ts.in.Record).Warn("write task statuses", "stage", ts.in.Stage, "error", err)
 	}
 }
 
@@ -194,13 +193,18 @@ func (ts *taskSet) set(ctx context.Context, i int, status string, start, end *ti
 func (a *Activities) runTasks(ctx context.Context, in StageInput, secrets runSecrets, log io.Writer, runs []taskRun) ([]error, error) {
 	seen := map[string]bool{}
 	ts := &taskSet{a: a, in: in, tasks: make([]model.TaskStatus, len(runs))}
+	start := a.now()
 	for i, r := range runs {
 		if seen[r.name] {
 			return nil, failStep("two tasks of %s are named %q", in.Stage, r.name)
 		}
 		seen[r.name] = true
-		ts.tasks[i] = model.TaskStatus{Name: r.name, Image: r.image, Status: model.StatusPending}
+		ts.tasks[i] = model.TaskStatus{Name: r.name, Image: r.image, Status: model.StatusRunning, StartTime: &start}
 	}
+	// All the tasks start at once.
+	ts.mu.Lock()
+	ts.write(ctx)
+	ts.mu.Unlock()
 	stop := a.heartbeat(ctx)
 	defer stop()
 	attempt := activity.GetInfo(ctx).Attempt
@@ -208,8 +212,6 @@ func (a *Activities) runTasks(ctx context.Context, in StageInput, secrets runSec
 	var wg sync.WaitGroup
 	for i, r := range runs {
 		wg.Go(func() {
-			start := a.now()
-			ts.set(ctx, i, model.StatusRunning, &start, nil)
 			tlog, err := a.openLog(ctx, in, r.name, attempt, secrets.mask)
 			if err != nil {
 				errs[i] = fmt.Errorf("open the log of task %s: %w", r.name, err)
@@ -230,7 +232,7 @@ func (a *Activities) runTasks(ctx context.Context, in StageInput, secrets runSec
 			default:
 				status = model.StatusFailed
 			}
-			ts.set(ctx, i, status, nil, &end)
+			ts.finish(ctx, i, status, end)
 		})
 	}
 	wg.Wait()
