@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -25,6 +26,9 @@ type IntegrationStore interface {
 	UpdateIntegration(ctx context.Context, name string, in *model.Integration) error
 	DeleteIntegration(ctx context.Context, name string) error
 	IntegrationSecret(ctx context.Context, name string) (*store.IntegrationSecret, error)
+	// IntegrationUsers returns up to limit pipelines that scan with the integration,
+	// and how many do.
+	IntegrationUsers(ctx context.Context, name string, limit int64) ([]*model.Pipeline, int64, error)
 }
 
 // SonarQube talks to SonarQube servers: it checks an integration's token, and
@@ -162,7 +166,23 @@ func (h *handlers) deleteIntegration(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := is.DeleteIntegration(c.Request().Context(), in.Name); err != nil && !errors.Is(err, store.ErrNotFound) {
+	ctx := c.Request().Context()
+	// A pipeline's scans, and the removal of its SonarQube project when it is
+	// deleted, need the integration.
+	users, n, err := is.IntegrationUsers(ctx, in.Name, 10)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		names := make([]string, 0, len(users))
+		for _, p := range users {
+			names = append(names, p.Name)
+		}
+		return &Error{Status: http.StatusConflict, Reason: ReasonConflict,
+			Message: fmt.Sprintf("integration %q is used by the codeScan stage of %d pipeline(s); change or delete them first", in.Name, n),
+			Details: map[string]any{"kind": "integration", "name": in.Name, "pipelines": names}}
+	}
+	if err := is.DeleteIntegration(ctx, in.Name); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)

@@ -182,6 +182,12 @@ func TestPipelineDeletionDeletesSonarProject(t *testing.T) {
 		wantStatus(t, env.Do("POST", "/api/v1/projects/scanned/pipelines", codeScanPipeline(p, "sonar1", "busybox")), http.StatusCreated)
 		srv.AddProject(sonar.ProjectKey("scanned", p))
 	}
+	// An integration pipelines scan with cannot be deleted.
+	r := env.Do("DELETE", "/api/v1/integrations/sonar1", nil)
+	wantError(t, r, http.StatusConflict, "Conflict", "")
+	if !strings.Contains(string(r.Body), `"pipelines":["p1","p2"]`) {
+		t.Fatalf("conflict does not name the pipelines: %s", r.Body)
+	}
 	wantStatus(t, env.Do("DELETE", "/api/v1/projects/scanned/pipelines/p1", nil), http.StatusNoContent)
 	if srv.HasProject(sonar.ProjectKey("scanned", "p1")) || !srv.HasProject(sonar.ProjectKey("scanned", "p2")) {
 		t.Fatalf("after deleting p1: p1 project %v (want gone), p2 project %v (want kept)",
@@ -200,4 +206,6 @@ func TestPipelineDeletionDeletesSonarProject(t *testing.T) {
 	srv.Close()
 	wantStatus(t, env.Do("DELETE", "/api/v1/projects/scanned2/pipelines/p3", nil), http.StatusNoContent)
 	wantError(t, env.Do("GET", "/api/v1/projects/scanned2/pipelines/p3", nil), http.StatusNotFound, "NotFound", "")
+	// No pipeline uses it any more.
+	wantStatus(t, env.Do("DELETE", "/api/v1/integrations/sonar1", nil), http.StatusNoContent)
 }

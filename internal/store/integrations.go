@@ -115,3 +115,10 @@ func (s *Store) IntegrationSecret(ctx context.Context, name string) (*Integratio
 	}
 	return sec, nil
 }
+
+// IntegrationUsers returns up to limit pipelines whose codeScan uses the
+// integration called name, and how many there are in all.
+func (s *Store) IntegrationUsers(ctx context.Context, name string, limit int64) ([]*model.Pipeline, int64, error) {
+	filter := bson.D{{Key: "build.stages.codeScan.sonarqube.name", Value: name}}
+	return list[model.Pipeline](ctx, s.pipelines, filter, bson.D{{Key: "name", Value: 1}}, ListOptions{Limit: limit})
+}
