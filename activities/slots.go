@@ -16,7 +16,7 @@ import (
 type SlotStore interface {
 	GetProjectByID(ctx context.Context, id string) (*model.Project, error)
 	GetCloud(ctx context.Context, name string) (*model.Cloud, error)
-	EnqueueSlot(ctx context.Context, recordID, cloud string) (*store.Slot, error)
+	EnqueueSlot(ctx context.Context, recordID, cloud string, created time.Time) (*store.Slot, error)
 	SlotsAhead(ctx context.Context, sl *store.Slot, limit int64) ([]*store.Slot, int64, error)
 	PruneSlots(ctx context.Context, slots []*store.Slot) (int, error)
 	ReleaseSlot(ctx context.Context, recordID string) error
@@ -27,6 +27,8 @@ type SlotStore interface {
 type SlotRequest struct {
 	RecordID  string `json:"recordID"`
 	ProjectID string `json:"projectID"`
+	// Created is the record's creation time: records start in that order.
+	Created time.Time `json:"created"`
 }
 
 // defaultSlotPoll is how often a waiting record looks at its queue again.
@@ -56,7 +58,7 @@ func (a *Activities) AcquireSlot(ctx context.Context, req SlotRequest) error {
 		}
 		// Enqueued again on every turn: a place pruned by mistake (a record read
 		// while the store was failing over) is taken back instead of waited on forever.
-		sl, err := a.Slots.EnqueueSlot(ctx, req.RecordID, cloud)
+		sl, err := a.Slots.EnqueueSlot(ctx, req.RecordID, cloud, req.Created)
 		if err != nil {
 			return err
 		}

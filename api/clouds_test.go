@@ -280,15 +280,16 @@ func TestCapacityQueue(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		recs = append(recs, f.start(t, map[string]any{"ref": "master"}))
 	}
-	// Places 1, 2, 3 behind the running record.
+	// Places 1, 2, 3 behind the running record, in the order the records were made
+	// (a record that asked first may show a better place until the others ask).
 	for i, r := range recs[1:] {
-		got := f.waitFor(t, r.ID, "queued", func(r model.Record) bool { return r.QueuePosition > 0 })
+		got := f.waitFor(t, r.ID, "queued", func(r model.Record) bool { return r.QueuePosition == int64(i+1) })
 		if got.Status != model.StatusPending || got.QueuePosition != int64(i+1) || got.StageStatus.CodeCheckout != nil && got.StageStatus.CodeCheckout.StartTime != nil {
 			t.Fatalf("waiting record %d: status %s position %d, stages %+v", i+1, got.Status, got.QueuePosition, got.StageStatus)
 		}
 	}
 	// Abort the second in the queue: it ends without running, and the last moves up.
-	f.abort(t, recs[2].ID)
+	wantStatus(t, f.env.Do("PATCH", f.basePath+"/records/"+recs[2].ID+"/status", map[string]any{"status": "Aborted"}), http.StatusOK)
 	aborted := f.waitTerminal(t, recs[2].ID)
 	if aborted.Status != model.StatusAborted || aborted.QueuePosition != 0 {
 		t.Fatalf("aborted waiting record %+v", aborted)

@@ -135,11 +135,11 @@ func TestReaperFreesQueuePlaces(t *testing.T) {
 		if err := env.Store.CreateRecord(ctx, &model.Record{ID: id, Status: status, StageStatus: &model.StageStatus{}, WorkflowID: id}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := env.Store.EnqueueSlot(ctx, id, "default"); err != nil {
+		if _, err := env.Store.EnqueueSlot(ctx, id, "default", time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := env.Store.EnqueueSlot(ctx, "q-gone", "default"); err != nil {
+	if _, err := env.Store.EnqueueSlot(ctx, "q-gone", "default", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := (&reaper.Reaper{Store: env.Store, Logger: testenv.Logger()}).Once(ctx); err != nil {

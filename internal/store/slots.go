@@ -14,7 +14,9 @@ import (
 )
 
 // The capacity queue: one document per record that wants to run or runs on a cloud,
-// ordered by a sequence number from a counter. The first N of a cloud's queue run;
+// ordered by the record's creation time, then by a sequence number from a counter
+// (records made in the same millisecond, or without a time, in the order they
+// asked). The first N of a cloud's queue run;
 // the others wait. Without transactions (FerretDB has none), every step is one
 // atomic single-document write: the counter's $inc, the insert of a place keyed by
 // the record ID (a retried activity finds its place again), its delete.
@@ -24,6 +26,7 @@ type Slot struct {
 	RecordID string    `bson:"_id"`
 	Cloud    string    `bson:"cloud"`
 	Seq      int64     `bson:"seq"`
+	Created  time.Time `bson:"created"` // the record's creation time
 	QueuedAt time.Time `bson:"queuedAt"`
 }
 
@@ -31,7 +34,7 @@ func (s *Store) slots() *mongo.Collection    { return s.db.Collection("slots") }
 func (s *Store) counters() *mongo.Collection { return s.db.Collection("counters") }
 
 func (s *Store) ensureSlotIndexes(ctx context.Context) error {
-	_, err := s.slots().Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "cloud", Value: 1}, {Key: "seq", Value: 1}}})
+	_, err := s.slots().Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "cloud", Value: 1}, {Key: "created", Value: 1}, {Key: "seq", Value: 1}}})
 	if err != nil {
 		return fmt.Errorf("create index on slots: %w", err)
 	}
@@ -52,9 +55,10 @@ func (s *Store) nextSeq(ctx context.Context, name string) (int64, error) {
 	return doc.Seq, nil
 }
 
-// EnqueueSlot puts the record at the end of the cloud's queue, unless it already
-// has a place (in any cloud): calling it again keeps the place.
-func (s *Store) EnqueueSlot(ctx context.Context, recordID, cloud string) (*Slot, error) {
+// EnqueueSlot puts the record in the cloud's queue after the records made before
+// it (created is the record's creation time), unless it already has a place (in any
+// cloud): calling it again keeps the place.
+func (s *Store) EnqueueSlot(ctx context.Context, recordID, cloud string, created time.Time) (*Slot, error) {
 	if sl, err := findOne[Slot](ctx, s.slots(), bson.D{{Key: "_id", Value: recordID}}); !errors.Is(err, ErrNotFound) {
 		return sl, err
 	}
@@ -62,7 +66,7 @@ func (s *Store) EnqueueSlot(ctx context.Context, recordID, cloud string) (*Slot,
 	if err != nil {
 		return nil, err
 	}
-	sl := &Slot{RecordID: recordID, Cloud: cloud, Seq: seq, QueuedAt: now()}
+	sl := &Slot{RecordID: recordID, Cloud: cloud, Seq: seq, Created: created.UTC().Truncate(time.Millisecond), QueuedAt: now()}
 	if _, err := s.slots().InsertOne(ctx, sl); err != nil {
 		if writeErr(err) != nil && !errors.Is(writeErr(err), ErrConflict) {
 			return nil, err
@@ -75,8 +79,11 @@ func (s *Store) EnqueueSlot(ctx context.Context, recordID, cloud string) (*Slot,
 // SlotsAhead returns the places before sl in its cloud's queue, first first, at most
 // limit of them (limit <= 0: all), and how many there are in all.
 func (s *Store) SlotsAhead(ctx context.Context, sl *Slot, limit int64) ([]*Slot, int64, error) {
-	filter := bson.D{{Key: "cloud", Value: sl.Cloud}, {Key: "seq", Value: bson.D{{Key: "$lt", Value: sl.Seq}}}}
-	items, total, err := list[Slot](ctx, s.slots(), filter, bson.D{{Key: "seq", Value: 1}}, ListOptions{Limit: limit})
+	filter := bson.D{{Key: "cloud", Value: sl.Cloud}, {Key: "$or", Value: bson.A{
+		bson.D{{Key: "created", Value: bson.D{{Key: "$lt", Value: sl.Created}}}},
+		bson.D{{Key: "created", Value: sl.Created}, {Key: "seq", Value: bson.D{{Key: "$lt", Value: sl.Seq}}}},
+	}}}
+	items, total, err := list[Slot](ctx, s.slots(), filter, bson.D{{Key: "created", Value: 1}, {Key: "seq", Value: 1}}, ListOptions{Limit: limit})
 	if err != nil {
 		return nil, 0, fmt.Errorf("read the queue of cloud %s: %w", sl.Cloud, err)
 	}
