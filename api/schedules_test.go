@@ -122,3 +122,37 @@ func TestCronSchedules(t *testing.T) {
 		}
 	}
 }
+
+// A cron's overlap policy reaches its schedule: skip by default, as set otherwise,
+// and an unknown one is a 400 naming the field.
+func TestCronOverlapPolicy(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{NoWorker: true})
+	ctx := context.Background()
+	wantStatus(t, env.Do("POST", "/api/v1/projects", projectBody("demo")), http.StatusCreated)
+	base := "/api/v1/projects/demo/pipelines"
+	wantError(t, env.Do("POST", base, cronPipeline("bad", map[string]any{"expression": "0 2 * * *", "overlap": "Sometimes"})),
+		http.StatusBadRequest, api.ReasonInvalidField, "autoTrigger.cronTrigger.crons[0].overlap")
+
+	r := env.Do("POST", base, cronPipeline("overlap",
+		map[string]any{"expression": "0 2 * * *"}, map[string]any{"expression": "0 3 * * *", "overlap": "AllowAll"}))
+	wantStatus(t, r, http.StatusCreated)
+	var p model.Pipeline
+	r.JSON(t, &p)
+	policy := func(i int) string {
+		t.Helper()
+		desc, err := env.Temporal.ScheduleClient().GetHandle(ctx, starter.ScheduleID(p.ID, i)).Describe(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return desc.Schedule.Policy.Overlap.String()
+	}
+	if a, b := policy(0), policy(1); a != "Skip" || b != "AllowAll" {
+		t.Fatalf("overlap policies %s, %s; want Skip, AllowAll", a, b)
+	}
+	// An update changes the policy of the existing schedule.
+	wantStatus(t, env.Do("PUT", base+"/overlap", cronPipeline("overlap",
+		map[string]any{"expression": "0 2 * * *", "overlap": "BufferOne"}, map[string]any{"expression": "0 3 * * *", "overlap": "AllowAll"})), http.StatusOK)
+	if a := policy(0); a != "BufferOne" {
+		t.Fatalf("overlap after update %s, want BufferOne", a)
+	}
+}

@@ -92,6 +92,18 @@ func scheduleSpec(c model.Cron) client.ScheduleSpec {
 	return client.ScheduleSpec{CronExpressions: []string{c.Expression}, TimeZoneName: c.Timezone}
 }
 
+// overlapPolicy maps a cron's overlap to Temporal's: by default a cron run is
+// skipped while the previous one still runs.
+func overlapPolicy(c model.Cron) enumspb.ScheduleOverlapPolicy {
+	switch c.Overlap {
+	case model.OverlapBufferOne:
+		return enumspb.SCHEDULE_OVERLAP_POLICY_BUFFER_ONE
+	case model.OverlapAllowAll:
+		return enumspb.SCHEDULE_OVERLAP_POLICY_ALLOW_ALL
+	}
+	return enumspb.SCHEDULE_OVERLAP_POLICY_SKIP
+}
+
 // SyncSchedules makes the pipeline's Temporal Schedules match its crons: one
 // schedule per cron, created or updated in place (a pause set from the CLI stays),
 // and the schedules of crons beyond the list (previous is how many there were)
@@ -107,15 +119,15 @@ func (s *Starter) SyncSchedules(ctx context.Context, project *model.Project, p *
 		var notFound *serviceerror.NotFound
 		switch {
 		case errors.As(err, &notFound):
-			_, err = sc.Create(ctx, client.ScheduleOptions{
-				ID: id, Spec: spec, Action: action,
-				// A cron run is skipped while the previous one still runs.
-				Overlap: enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
-			})
+			_, err = sc.Create(ctx, client.ScheduleOptions{ID: id, Spec: spec, Action: action, Overlap: overlapPolicy(c)})
 		case err == nil:
 			err = h.Update(ctx, client.ScheduleUpdateOptions{DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
 				sched := in.Description.Schedule
 				sched.Action, sched.Spec = action, &spec
+				if sched.Policy == nil {
+					sched.Policy = &client.SchedulePolicies{}
+				}
+				sched.Policy.Overlap = overlapPolicy(c)
 				return &client.ScheduleUpdate{Schedule: &sched}, nil
 			}})
 		}

@@ -102,11 +102,21 @@ type Cron struct {
 	Expression string   `json:"expression" bson:"expression"`
 	Timezone   string   `json:"timezone,omitempty" bson:"timezone,omitempty"`
 	Stages     []string `json:"stages,omitempty" bson:"stages,omitempty"`
+	// Overlap says what a run due while the previous cron record still runs does:
+	// OverlapSkip (the default), OverlapBufferOne or OverlapAllowAll.
+	Overlap string `json:"overlap,omitempty" bson:"overlap,omitempty"`
 
 	// From the cron's Temporal Schedule, when the pipeline is read.
 	NextRunTimes []time.Time `json:"nextRunTimes,omitempty" bson:"-"`
 	Paused       bool        `json:"paused,omitempty" bson:"-"`
 }
+
+// Cron overlap policies.
+const (
+	OverlapSkip      = "Skip"      // skip the run
+	OverlapBufferOne = "BufferOne" // run it once the previous record ends (at most one waits)
+	OverlapAllowAll  = "AllowAll"  // run it alongside
+)
 
 // SCMTrigger maps SCM events to the stages they run.
 type SCMTrigger struct {

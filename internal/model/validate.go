@@ -82,6 +82,10 @@ func (p *Project) NormalizeAndValidate() error {
 	if strings.TrimSpace(p.SCM.Server) == "" {
 		return fieldErr("scm.server", "is required")
 	}
+	if t == SCMGithub && (p.SCM.Token != "" || p.SCM.Password != "") && p.SCM.Username == "" {
+		// GitHub authenticates a token as the password of its user.
+		return fieldErr("scm.username", "is required with GitHub credentials")
+	}
 	if p.Registry != nil {
 		if p.Registry.Server == "" {
 			return fieldErr("registry.server", "is required")
@@ -340,6 +344,11 @@ func (a *AutoTrigger) validate(stages *Stages) error {
 			field := fmt.Sprintf("autoTrigger.cronTrigger.crons[%d]", i)
 			if strings.TrimSpace(cron.Expression) == "" {
 				return fieldErr(field+".expression", "is required")
+			}
+			switch cron.Overlap {
+			case "", OverlapSkip, OverlapBufferOne, OverlapAllowAll:
+			default:
+				return fieldErr(field+".overlap", "%q is not one of Skip, BufferOne, AllowAll", cron.Overlap)
 			}
 			if cron.Timezone != "" {
 				if _, err := time.LoadLocation(cron.Timezone); err != nil {
