@@ -4,6 +4,9 @@ BIN           := bin/cyclone
 GOLANGCI_LINT := $(shell $(GO) env GOPATH)/bin/golangci-lint
 GOLANGCI_VER  := v2.15.0
 TEST_TIMEOUT  ?= 45m
+# Pure Go everywhere (the embedded SQLite is modernc.org/sqlite): static binaries,
+# and one build cache shared by the tests and the image they build.
+export CGO_ENABLED ?= 0
 
 .PHONY: run build test test-deps lint bench clean
 

@@ -43,8 +43,10 @@ func TestProjectSCMCredentialsVerified(t *testing.T) {
 			http.StatusBadRequest, api.ReasonInvalidField, "scm.server"},
 		{"metadata address without credentials", scmProject("p5", "Gitlab", "http://169.254.169.254/", nil),
 			http.StatusBadRequest, api.ReasonInvalidField, "scm.server"},
-		{"file scheme", scmProject("p6", "Github", "file:///etc", map[string]any{"token": "tok-good-s3cr3t"}),
+		{"file scheme", scmProject("p6", "Github", "file:///etc", map[string]any{"username": "bot", "token": "tok-good-s3cr3t"}),
 			http.StatusBadRequest, api.ReasonInvalidField, "scm.server"},
+		{"GitHub token without username", scmProject("p7", "Github", gh.URL, map[string]any{"token": "tok-good-s3cr3t"}),
+			http.StatusBadRequest, api.ReasonInvalidField, "scm.username"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
