@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -67,11 +68,10 @@ func (h *handlers) validCloud(c *model.Cloud) error {
 // guardedDockerURL is the http(s) URL a network Docker host is checked as; "" for a
 // unix socket.
 func guardedDockerURL(host string) string {
-	const tcp = "tcp://"
 	switch {
-	case len(host) > len(tcp) && host[:len(tcp)] == tcp:
-		return "http://" + host[len(tcp):]
-	case len(host) > 7 && (host[:7] == "http://" || host[:8] == "https://"):
+	case strings.HasPrefix(host, "tcp://"):
+		return "http://" + strings.TrimPrefix(host, "tcp://")
+	case strings.HasPrefix(host, "http://"), strings.HasPrefix(host, "https://"):
 		return host
 	}
 	return ""
