@@ -34,7 +34,7 @@ func TestKubernetesWorkers(t *testing.T) {
 	rec1 := executor.Record{ID: "r1", Project: "demo", Pipeline: "web"}
 	rec2 := executor.Record{ID: "r2", Project: "demo", Pipeline: "api"}
 	unlabelled := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "cyclone-worker", Name: "someone-else"}}
-	cs := fake.NewSimpleClientset(
+	cs := fake.NewClientset(
 		pod("cyclone-worker", "cyclone-r1-unittest", rec1, corev1.PodRunning, created),
 		pod("other", "cyclone-r2-package", rec2, corev1.PodPending, created),
 		unlabelled,
