@@ -81,6 +81,10 @@ type Activities struct {
 
 	// Sonar runs the codeScan stage's SonarQube scans.
 	Sonar SonarScan
+
+	// CheckoutImage runs the codeCheckout stage as a step when the executor's
+	// workspace is not on this host (Kubernetes); default DefaultCheckoutImage.
+	CheckoutImage string
 }
 
 func (a *Activities) logger() *slog.Logger {
@@ -122,6 +126,9 @@ type RecordInput struct {
 	// CommitStatus asks for the record's status to be shown on its commit (records
 	// an SCM event started on GitHub or GitLab).
 	CommitStatus bool `json:"commitStatus,omitempty"`
+	// Quota is the project's worker quota when the record started ("requests.cpu":
+	// "500m", ...), which sizes every step (executor.Step.Resources).
+	Quota map[string]string `json:"quota,omitempty"`
 }
 
 // ExecutorRecord identifies the record to an executor.

@@ -23,7 +23,10 @@ import (
 // codeCheckout fetches the main code source at the record's ref into the workspace
 // and records the commit: git for GitHub, GitLab and other git sources, the svn
 // program for Subversion. Credentials reach the program through its environment or
-// standard input, never its argv, the log or the checkout's configuration.
+// standard input, never its argv, the log or the checkout's configuration. When the
+// workspace is not on this host (the Kubernetes executor's volume claim), the same
+// checkout runs as a step of the record in Activities.CheckoutImage (see
+// checkout_step.go).
 func (a *Activities) codeCheckout(ctx context.Context, in StageInput, secrets runSecrets, log io.Writer) (stageOutcome, error) {
 	checkout := in.Record.Build.Stages.CodeCheckout
 	src := checkout.Main()
@@ -43,9 +46,14 @@ func (a *Activities) codeCheckout(ctx context.Context, in StageInput, secrets ru
 	}
 	user, password := sourceAuth(checkout, secrets)
 	var commit *model.Commit
-	if strings.EqualFold(src.Type, model.SCMSVN) {
+	switch svnSource := strings.EqualFold(src.Type, model.SCMSVN); {
+	case env.Workspace == "":
+		// The workspace is not on this host (a volume of the cluster's pods): the
+		// checkout runs as a step of the record, see checkout_step.go.
+		commit, err = a.stepCheckout(ctx, in, env, src, svnSource, user, password, log)
+	case svnSource:
 		commit, err = svnCheckout(ctx, src, in.Record.Params.Ref, user, password, env.Workspace, log)
-	} else {
+	default:
 		commit, err = gitCheckout(ctx, src.URL(), in.Record.Params.Ref, user, password, env.Workspace, log)
 	}
 	if err != nil {
@@ -153,21 +161,9 @@ func gitAuthEnv(repoURL, user, password string) []string {
 // path below the source's URL ("trunk", "branches/x", "tags/v1") or both
 // ("trunk@27"); the commit ID is the checked-out revision.
 func svnCheckout(ctx context.Context, src *model.CodeSource, ref, user, password, ws string, log io.Writer) (*model.Commit, error) {
-	path, rev := ref, ""
-	if p, r, ok := strings.Cut(ref, "@"); ok {
-		path, rev = p, r
-	} else if isDigits(ref) {
-		path, rev = "", ref
-	}
-	if rev != "" && !isDigits(rev) {
-		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("ref %q: the revision must be a number", ref), ErrTypeStepFailed, nil)
-	}
-	target := strings.TrimRight(src.URL(), "/")
-	if o := src.OtherCodeSource; o != nil && o.Path != "" {
-		target += "/" + strings.Trim(o.Path, "/")
-	}
-	if path != "" {
-		target += "/" + path
+	target, rev, err := svnTarget(src, ref)
+	if err != nil {
+		return nil, err
 	}
 	fmt.Fprintf(log, "+ svn checkout %s (revision %s)\n", redactURL(target), orHead(rev))
 	cfg := scm.Config{Type: model.SCMSVN, Credentials: scm.Credentials{Username: user, Password: password}}
@@ -183,6 +179,27 @@ func svnCheckout(ctx context.Context, src *model.CodeSource, ref, user, password
 			fmt.Sprintf("svn checkout of %q from %s failed: %v", ref, redactURL(target), err), ErrTypeStepFailed, nil)
 	}
 	return &model.Commit{ID: revision, Message: "revision " + revision}, nil
+}
+
+// svnTarget is the URL and revision ("": HEAD) a Subversion ref names below src.
+func svnTarget(src *model.CodeSource, ref string) (target, rev string, err error) {
+	path := ref
+	if p, r, ok := strings.Cut(ref, "@"); ok {
+		path, rev = p, r
+	} else if isDigits(ref) {
+		path, rev = "", ref
+	}
+	if rev != "" && !isDigits(rev) {
+		return "", "", temporal.NewNonRetryableApplicationError(fmt.Sprintf("ref %q: the revision must be a number", ref), ErrTypeStepFailed, nil)
+	}
+	target = strings.TrimRight(src.URL(), "/")
+	if o := src.OtherCodeSource; o != nil && o.Path != "" {
+		target += "/" + strings.Trim(o.Path, "/")
+	}
+	if path != "" {
+		target += "/" + path
+	}
+	return target, rev, nil
 }
 
 func orHead(rev string) string {
@@ -209,19 +226,21 @@ func isDigits(s string) bool {
 // credential helpers or SSH keys and agent. A pipeline reaches only what its own
 // credentials open, and a missing credential fails instead of prompting.
 func gitEnv(home string) []string {
-	return []string{
-		"PATH=" + os.Getenv("PATH"),
-		"HOME=" + home,
-		"GIT_CONFIG_NOSYSTEM=1",
-		"GIT_CONFIG_GLOBAL=/dev/null",
-		"GIT_TERMINAL_PROMPT=0",
-		"GIT_ASKPASS=/bin/false",
-		"SSH_ASKPASS=/bin/false",
-		"GIT_SSH_COMMAND=ssh -F /dev/null -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes",
-		"GIT_PROTOCOL_FROM_USER=0",
-		"GIT_AUTHOR_NAME=cyclone", "GIT_AUTHOR_EMAIL=cyclone@localhost",
-		"GIT_COMMITTER_NAME=cyclone", "GIT_COMMITTER_EMAIL=cyclone@localhost",
-	}
+	return append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + home}, gitIsolation...)
+}
+
+// gitIsolation is the environment that keeps git to the pipeline's own
+// configuration and credentials, on the worker and in a checkout step alike.
+var gitIsolation = []string{
+	"GIT_CONFIG_NOSYSTEM=1",
+	"GIT_CONFIG_GLOBAL=/dev/null",
+	"GIT_TERMINAL_PROMPT=0",
+	"GIT_ASKPASS=/bin/false",
+	"SSH_ASKPASS=/bin/false",
+	"GIT_SSH_COMMAND=ssh -F /dev/null -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes",
+	"GIT_PROTOCOL_FROM_USER=0",
+	"GIT_AUTHOR_NAME=cyclone", "GIT_AUTHOR_EMAIL=cyclone@localhost",
+	"GIT_COMMITTER_NAME=cyclone", "GIT_COMMITTER_EMAIL=cyclone@localhost",
 }
 
 // gitHardening turns off credential helpers and every transport but the network

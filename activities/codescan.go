@@ -167,7 +167,8 @@ func (a *Activities) codeScan(ctx context.Context, in StageInput, log io.Writer)
 		Command: append(append([]string{}, command...), args...),
 		// The token goes in the environment, where sonar-scanner reads it, never
 		// in argv (which process lists and the executor's errors show).
-		Env: append(envList(in.Record, "", nil, nil), "SONAR_TOKEN="+sec.Token, "SONAR_HOST_URL="+client.Address()),
+		Env:       append(envList(in.Record, "", nil, nil), "SONAR_TOKEN="+sec.Token, "SONAR_HOST_URL="+client.Address()),
+		Resources: in.Record.resources(),
 	}
 	fmt.Fprintf(log, "+ %s\n", strings.Join(step.Command, " "))
 	out := &tailWriter{w: log}

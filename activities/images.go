@@ -348,11 +348,12 @@ func (a *Activities) integrationTest(ctx context.Context, in StageInput, secrets
 	}
 	cfg := it.Config
 	step := executor.Step{
-		Name:    in.Stage,
-		Stage:   in.Stage,
-		Image:   n.resolve(cfg.ImageName),
-		Command: []string{"/bin/sh", "-c", shellScript(cfg.Command)},
-		Env:     envList(in.Record, "integrationTest.config.envVars", cfg.EnvVars, secrets.env),
+		Name:      in.Stage,
+		Stage:     in.Stage,
+		Image:     n.resolve(cfg.ImageName),
+		Command:   []string{"/bin/sh", "-c", shellScript(cfg.Command)},
+		Env:       envList(in.Record, "integrationTest.config.envVars", cfg.EnvVars, secrets.env),
+		Resources: in.Record.resources(),
 	}
 	return a.runStep(ctx, in.Env, step, log)
 }

@@ -175,6 +175,8 @@ func (a *Activities) runCommands(ctx context.Context, in StageInput, commands []
 		Image:   img.Image,
 		Command: []string{"/bin/sh", "-c", shellScript(commands)},
 		Env:     envList(in.Record, "builderImage.envVars", img.EnvVars, secrets.env),
+		// Every step of the record is sized by the project's worker quota.
+		Resources: in.Record.resources(),
 	}
 	return a.runStep(ctx, in.Env, step, log)
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"go.temporal.io/api/serviceerror"
@@ -52,7 +53,17 @@ func Input(rec *model.Record, project *model.Project, p *model.Pipeline) activit
 		StartTime:    rec.StartTime,
 		CommitStatus: rec.Trigger == model.TriggerSCM && project.SCM != nil &&
 			(project.SCM.Type == model.SCMGithub || project.SCM.Type == model.SCMGitlab),
+		Quota: workerQuota(project),
 	}
+}
+
+// workerQuota is a copy of the project's worker quota (nil when it has none): the
+// record keeps the quota it started with.
+func workerQuota(p *model.Project) map[string]string {
+	if p.Worker == nil || len(p.Worker.Quota) == 0 {
+		return nil
+	}
+	return maps.Clone(p.Worker.Quota)
 }
 
 // orderedStages keeps the selected stages that are configured, in Cyclone order.

@@ -44,6 +44,7 @@ type workerFlags struct {
 	MaxConcurrentStages int    `help:"Stages this worker runs at once." default:"16"`
 	MaxRunningRecords   int    `help:"Records running at once on a cloud that sets no maxRunningRecords of its own; more wait Pending, in order (0: no limit)." default:"0"`
 	SonarScannerImage   string `help:"Image the codeScan stage runs sonar-scanner in (its sonar-scanner reads SONAR_TOKEN)." default:"sonarsource/sonar-scanner-cli"`
+	CheckoutImage       string `help:"Image the codeCheckout stage runs in on the kubernetes executor, whose workspace is not on the worker's host: it needs sh, mktemp and git, and svn 1.10+ for SVN sources." default:"alpine/git:v2.47.2"`
 }
 
 type serverCmd struct {
@@ -146,7 +147,8 @@ func (c *workerCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		m = metrics.New()
 	}
 	w, err := app.NewWorker(st, tc, ex, app.WorkerConfig{TaskQueue: c.TaskQueue, WorkerID: c.WorkerID, MaxConcurrentStages: c.MaxConcurrentStages,
-		Logger: logger, Metrics: m, MaxRunningRecords: c.MaxRunningRecords, SonarScannerImage: c.SonarScannerImage})
+		Logger: logger, Metrics: m, MaxRunningRecords: c.MaxRunningRecords, SonarScannerImage: c.SonarScannerImage,
+		CheckoutImage: c.CheckoutImage})
 	if err != nil {
 		return err
 	}
@@ -294,7 +296,7 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	m := metrics.New()
 	w, err := app.NewWorker(st, tc, ex, app.WorkerConfig{TaskQueue: c.TaskQueue, WorkerID: workerID,
 		MaxConcurrentStages: c.MaxConcurrentStages, SingleWorker: true, Logger: logger, Metrics: m, MaxRunningRecords: c.MaxRunningRecords,
-		SonarScannerImage: c.SonarScannerImage})
+		SonarScannerImage: c.SonarScannerImage, CheckoutImage: c.CheckoutImage})
 	if err != nil {
 		return err
 	}

@@ -227,6 +227,9 @@ type WorkerConfig struct {
 	// SonarScannerImage is the image codeScan runs sonar-scanner in (default
 	// activities.DefaultSonarScannerImage).
 	SonarScannerImage string
+	// CheckoutImage runs codeCheckout on executors whose workspace is not on the
+	// worker's host (default activities.DefaultCheckoutImage).
+	CheckoutImage string
 }
 
 // NewWorker builds a worker running records on ex.
@@ -235,6 +238,7 @@ func NewWorker(st *store.Store, tc client.Client, ex executor.Executor, cfg Work
 		Logger: cfg.Logger, Metrics: cfg.Metrics, SCM: providers.New, PublicURL: cfg.PublicURL}
 	acts.Slots, acts.MaxRunningRecords, acts.SlotPoll = st, cfg.MaxRunningRecords, cfg.SlotPoll
 	acts.Sonar = activities.SonarScan{Image: cfg.SonarScannerImage, Integrations: st}
+	acts.CheckoutImage = cfg.CheckoutImage
 	return worker.New(worker.Options{
 		Client:              tc,
 		TaskQueue:           cfg.TaskQueue,
