@@ -123,48 +123,58 @@ func (h *handlers) hookPipeline(c echo.Context) (*model.Project, *model.Pipeline
 	return proj, p, err
 }
 
-func (h *handlers) githubWebhook(c echo.Context) error {
+// hookDelivery is a GitHub or GitLab delivery to a pipeline, read but not yet
+// verified.
+type hookDelivery struct {
+	project  *model.Project
+	pipeline *model.Pipeline
+	body     []byte
+	secret   string
+	header   http.Header
+}
+
+// readDelivery reads a delivery to the pipeline in the path and the pipeline's
+// webhook secret, which verifies it.
+func (h *handlers) readDelivery(c echo.Context) (*hookDelivery, error) {
 	proj, p, err := h.hookPipeline(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	body, err := readHookBody(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ctx := c.Request().Context()
-	secret, err := h.hooks.PipelineWebhookSecret(ctx, p.ID)
+	secret, err := h.hooks.PipelineWebhookSecret(c.Request().Context(), p.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &hookDelivery{project: proj, pipeline: p, body: body, secret: secret, header: c.Request().Header}, nil
+}
+
+func (h *handlers) githubWebhook(c echo.Context) error {
+	d, err := h.readDelivery(c)
 	if err != nil {
 		return err
 	}
-	hdr := c.Request().Header
-	if err := webhook.VerifyGitHub(secret, hdr.Get("X-Hub-Signature-256"), hdr.Get("X-Hub-Signature"), body); err != nil {
+	hdr := d.header
+	if err := webhook.VerifyGitHub(d.secret, hdr.Get("X-Hub-Signature-256"), hdr.Get("X-Hub-Signature"), d.body); err != nil {
 		return hookUnauthorized(err)
 	}
 	event := hdr.Get("X-GitHub-Event")
 	if event == webhook.GitHubPing {
 		return c.JSON(http.StatusOK, hookAnswer{Message: "pong"})
 	}
-	ev, err := webhook.ParseGitHub(event, hdr.Get("X-GitHub-Delivery"), body)
-	return h.triggerPipeline(c, proj, p, ev, err)
+	ev, err := webhook.ParseGitHub(event, hdr.Get("X-GitHub-Delivery"), d.body)
+	return h.triggerPipeline(c, d.project, d.pipeline, ev, err)
 }
 
 func (h *handlers) gitlabWebhook(c echo.Context) error {
-	proj, p, err := h.hookPipeline(c)
+	d, err := h.readDelivery(c)
 	if err != nil {
 		return err
 	}
-	body, err := readHookBody(c)
-	if err != nil {
-		return err
-	}
-	ctx := c.Request().Context()
-	secret, err := h.hooks.PipelineWebhookSecret(ctx, p.ID)
-	if err != nil {
-		return err
-	}
-	hdr := c.Request().Header
-	if err := webhook.VerifyGitLab(secret, hdr.Get("X-Gitlab-Token")); err != nil {
+	hdr := d.header
+	if err := webhook.VerifyGitLab(d.secret, hdr.Get("X-Gitlab-Token")); err != nil {
 		return hookUnauthorized(err)
 	}
 	// GitLab 17.4+ sends Idempotency-Key, the same on every retry of a delivery.
@@ -172,8 +182,8 @@ func (h *handlers) gitlabWebhook(c echo.Context) error {
 	if delivery == "" {
 		delivery = hdr.Get("X-Gitlab-Event-UUID")
 	}
-	ev, err := webhook.ParseGitLab(hdr.Get("X-Gitlab-Event"), delivery, body)
-	return h.triggerPipeline(c, proj, p, ev, err)
+	ev, err := webhook.ParseGitLab(hdr.Get("X-Gitlab-Event"), delivery, d.body)
+	return h.triggerPipeline(c, d.project, d.pipeline, ev, err)
 }
 
 // parseOutcome answers a delivery that parsed to no event: 200 for an ignored one,
