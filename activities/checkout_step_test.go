@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"os"
@@ -123,6 +124,41 @@ func assertNoSecretInCommand(t *testing.T, step executor.Step, secrets ...string
 	}
 }
 
+// watchArgv puts wrappers of progs first on PATH, which append the arguments of
+// every run to a file before they run the real program, and returns the file.
+func watchArgv(t *testing.T, progs ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "argv.log")
+	for _, prog := range progs {
+		real, err := exec.LookPath(prog)
+		if err != nil {
+			t.Fatalf("%s is required: %v", prog, err)
+		}
+		script := fmt.Sprintf("#!/bin/sh\nprintf '%%s\\n' \"$*\" >> '%s'\nexec '%s' \"$@\"\n", file, real)
+		if err := os.WriteFile(filepath.Join(dir, prog), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	return file
+}
+
+// assertArgv checks that the programs watchArgv watched ran (want is in their
+// arguments) and that none of them had a secret in its arguments.
+func assertArgv(t *testing.T, file, want string, secrets ...string) {
+	t.Helper()
+	argv, err := os.ReadFile(file)
+	if err != nil || !strings.Contains(string(argv), want) {
+		t.Fatalf("the programs' arguments (%v) lack %q:\n%s", err, want, argv)
+	}
+	for _, s := range secrets {
+		if strings.Contains(string(argv), s) {
+			t.Fatalf("a program ran with %q in its arguments:\n%s", s, argv)
+		}
+	}
+}
+
 func TestCheckoutStepGit(t *testing.T) {
 	const user, password = "carol", "pw-s3cr3t"
 	gs := testenv.StartPrivateGitServer(t, user, password)
@@ -132,6 +168,7 @@ func TestCheckoutStepGit(t *testing.T) {
 	first := gs.RevParse("app", "master~2")
 	tagged := gs.RevParse("app", "v1.0")
 	head := gs.Head("app")
+	argv := watchArgv(t, "git")
 	busybox, err := exec.LookPath("busybox")
 	if err != nil {
 		t.Fatalf("busybox is required (make test-deps installs busybox-static): %v", err)
@@ -221,6 +258,7 @@ func TestCheckoutStepGit(t *testing.T) {
 			}
 		})
 	}
+	assertArgv(t, argv, "fetch --no-tags", password, base64.StdEncoding.EncodeToString([]byte(user+":"+password)))
 }
 
 func temporalAppError(err error, target **temporal.ApplicationError) bool {
@@ -231,6 +269,7 @@ func TestCheckoutStepSVN(t *testing.T) {
 	const user, password = "alice", "svn-s3cr3t"
 	svn := testenv.StartSVNServer(t, user, password)
 	rev := svn.Commit("add the build", map[string]string{"trunk/pom.xml": "<project/>\n"})
+	argv := watchArgv(t, "svn")
 	ex := &hostlessExecutor{local: local.New(t.TempDir())}
 	a := &activities.Activities{Executor: ex}
 
@@ -250,6 +289,7 @@ func TestCheckoutStepSVN(t *testing.T) {
 		t.Fatalf("step image %q resources %v", step.Image, step.Resources)
 	}
 	assertNoSecretInCommand(t, step, password, svn.URL, "trunk")
+	assertArgv(t, argv, "--password-from-stdin", password)
 	if strings.Contains(log, password) || strings.Contains(log, activities.CheckoutMarkPrefix) || !strings.Contains(log, "Checked out "+rev) {
 		t.Fatalf("log:\n%s", log)
 	}
