@@ -49,26 +49,32 @@ func (h *handlers) listPipelines(c echo.Context) error {
 		return err
 	}
 	items := make([]*model.ListedPipeline, 0, len(pipelines))
+	ids := make([]string, 0, len(pipelines))
 	for _, p := range pipelines {
 		p.Redact()
-		lp := &model.ListedPipeline{Pipeline: p}
-		for _, q := range []struct {
-			n      int64
-			status string
-			dst    *[]*model.Record
-		}{
-			{recent["recentCount"], "", &lp.RecentRecords},
-			{recent["recentSuccessCount"], model.StatusSuccess, &lp.RecentSuccessRecords},
-			{recent["recentFailedCount"], model.StatusFailed, &lp.RecentFailedRecords},
-		} {
-			if q.n == 0 {
-				continue
-			}
-			if *q.dst, err = h.store.RecentRecords(ctx, p.ID, q.status, q.n); err != nil {
-				return err
-			}
+		items = append(items, &model.ListedPipeline{Pipeline: p})
+		ids = append(ids, p.ID)
+	}
+	// The page's recent records are read for all its pipelines at once.
+	for _, q := range []struct {
+		n      int64
+		status string
+		dst    func(*model.ListedPipeline) *[]*model.Record
+	}{
+		{recent["recentCount"], "", func(lp *model.ListedPipeline) *[]*model.Record { return &lp.RecentRecords }},
+		{recent["recentSuccessCount"], model.StatusSuccess, func(lp *model.ListedPipeline) *[]*model.Record { return &lp.RecentSuccessRecords }},
+		{recent["recentFailedCount"], model.StatusFailed, func(lp *model.ListedPipeline) *[]*model.Record { return &lp.RecentFailedRecords }},
+	} {
+		if q.n == 0 || len(ids) == 0 {
+			continue
 		}
-		items = append(items, lp)
+		recs, err := h.store.RecentRecordsOf(ctx, ids, q.status, q.n)
+		if err != nil {
+			return err
+		}
+		for _, lp := range items {
+			*q.dst(lp) = recs[lp.ID]
+		}
 	}
 	return renderList(c, items, total)
 }

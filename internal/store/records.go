@@ -43,17 +43,6 @@ func (s *Store) ListRecords(ctx context.Context, pipelineID string, o ListOption
 	return list[model.Record](ctx, s.records, filter, newestFirst, o)
 }
 
-// RecentRecords returns up to n newest records of a pipeline, with the given status
-// when status is not empty.
-func (s *Store) RecentRecords(ctx context.Context, pipelineID, status string, n int64) ([]*model.Record, error) {
-	filter := bson.D{{Key: "pipelineID", Value: pipelineID}}
-	if status != "" {
-		filter = append(filter, bson.E{Key: "status", Value: status})
-	}
-	items, _, err := list[model.Record](ctx, s.records, filter, newestFirst, ListOptions{Limit: n})
-	return items, err
-}
-
 // ListUnfinishedRecords returns up to limit records not in a terminal state that
 // started after `after` and before `before`, oldest first, for reconciliation with
 // Temporal. Page by passing the last record's start time as `after`.

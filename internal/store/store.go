@@ -38,6 +38,8 @@ type Store struct {
 	pipelines *mongo.Collection
 	records   *mongo.Collection
 	logs      *mongo.Collection
+	// scans says, once asked, whether the server is FerretDB (see scansQueries).
+	scans onceBool
 }
 
 // Open connects to MongoDB at uri, uses database dbName and makes sure the indexes

@@ -1,0 +1,62 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cycloneci/cyclone/internal/model"
+	"github.com/cycloneci/cyclone/internal/store"
+)
+
+// RecentRecordsOf (one query for many pipelines on FerretDB) answers what
+// RecentRecords answers pipeline by pipeline (the MongoDB path), with and without a
+// status; records inserted in bulk by InsertRecords carry their start bucket.
+func TestRecentRecordsOf(t *testing.T) {
+	st, _ := startStore(t)
+	ctx := context.Background()
+	base := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	statuses := []string{model.StatusSuccess, model.StatusFailed, model.StatusSuccess, model.StatusRunning}
+	var recs []*model.Record
+	for p, n := range map[string]int{"pa": 7, "pb": 2, "pc": 0, "other": 5} {
+		for i := range n {
+			recs = append(recs, &model.Record{ID: fmt.Sprintf("%s-%d", p, i), PipelineID: p, ProjectID: "proj",
+				Status: statuses[i%len(statuses)], StageStatus: &model.StageStatus{},
+				StartTime: base.Add(time.Duration((i*37)%11) * time.Hour).Add(time.Duration(i) * time.Second)})
+		}
+	}
+	if err := st.InsertRecords(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := st.RecordStats(ctx, store.StatsQuery{ProjectID: "proj", From: base.Add(-12 * time.Hour), To: base.Add(12 * time.Hour)})
+	if err != nil || len(stats) != 1 || stats[0].Total != int64(len(recs)) {
+		t.Fatalf("stats of bulk-inserted records: %+v %v", stats, err)
+	}
+	pipelines := []string{"pa", "pb", "pc", "pa"}
+	for _, status := range []string{"", model.StatusSuccess, model.StatusFailed} {
+		got, err := st.RecentRecordsOf(ctx, pipelines, status, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := got["other"]; ok {
+			t.Fatalf("status %q: a pipeline not asked for is in the answer", status)
+		}
+		for _, p := range pipelines {
+			want, err := st.RecentRecords(ctx, p, status, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g, w := ids(got[p]), ids(want); !slices.Equal(g, w) {
+				t.Fatalf("status %q, pipeline %s: %v, want %v", status, p, g, w)
+			}
+		}
+		if len(got["pa"]) == 0 || len(got["pc"]) != 0 {
+			t.Fatalf("status %q: pa %v, pc %v", status, ids(got["pa"]), ids(got["pc"]))
+		}
+	}
+	if got, _ := st.RecentRecordsOf(ctx, []string{"pa"}, "", 3); len(got["pa"]) != 3 || got["pa"][0].StartTime.Before(got["pa"][1].StartTime) {
+		t.Fatalf("newest first, 3 of 7: %v", ids(got["pa"]))
+	}
+}
