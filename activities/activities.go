@@ -129,6 +129,22 @@ type RecordInput struct {
 	// Quota is the project's worker quota when the record started ("requests.cpu":
 	// "500m", ...), which sizes every step (executor.Step.Resources).
 	Quota map[string]string `json:"quota,omitempty"`
+	// Cloud is the cloud the project's records run on ("" or model.DefaultCloudName:
+	// any worker); the record's environment is set up by a worker serving it.
+	Cloud string `json:"cloud,omitempty"`
+}
+
+// CloudTaskQueue is the task queue the workers serving a cloud poll, beside the
+// shared one: the environment of a record on that cloud is set up there.
+func CloudTaskQueue(shared, cloud string) string { return shared + "-cloud-" + cloud }
+
+// SetupTaskQueue is where the record's environment is set up: the cloud's queue,
+// or "" (the workflow's own) for the default cloud.
+func (in RecordInput) SetupTaskQueue(shared string) string {
+	if in.Cloud == "" || in.Cloud == model.DefaultCloudName {
+		return ""
+	}
+	return CloudTaskQueue(shared, in.Cloud)
 }
 
 // ExecutorRecord identifies the record to an executor.

@@ -54,7 +54,16 @@ func Input(rec *model.Record, project *model.Project, p *model.Pipeline) activit
 		CommitStatus: rec.Trigger == model.TriggerSCM && project.SCM != nil &&
 			(project.SCM.Type == model.SCMGithub || project.SCM.Type == model.SCMGitlab),
 		Quota: workerQuota(project),
+		Cloud: projectCloud(project),
 	}
+}
+
+// projectCloud names the cloud the project's records run on ("" for the default).
+func projectCloud(p *model.Project) string {
+	if p.Worker == nil || p.Worker.Location == nil {
+		return ""
+	}
+	return p.Worker.Location.CloudName
 }
 
 // workerQuota is a copy of the project's worker quota (nil when it has none): the

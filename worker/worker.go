@@ -4,7 +4,8 @@
 // A Cyclone worker polls two task queues: the shared one (workflows, environment
 // setup, projection writes) and its own, named after the worker ID, where the stages
 // of the records whose workspace it holds are sent. A worker restarted with the same
-// ID picks up the stages of its records again.
+// ID picks up the stages of its records again. A worker serving clouds also polls
+// each cloud's queue, where the environments of those clouds' records are set up.
 package worker
 
 import (
@@ -33,12 +34,16 @@ type Options struct {
 	// shared task queue, where Temporal hands them to the worker eagerly, in the
 	// response that schedules them.
 	SingleWorker bool
+	// Clouds are the clouds this worker runs records of, beside the default one:
+	// it also polls their task queues (see activities.CloudTaskQueue).
+	Clouds []string
 }
 
 // Worker is a running Cyclone worker.
 type Worker struct {
 	shared sdkworker.Worker
 	own    sdkworker.Worker // nil for a single worker
+	clouds []sdkworker.Worker
 }
 
 // OwnTaskQueue is the task queue of the worker with the given ID.
@@ -72,39 +77,53 @@ func New(o Options) (*Worker, error) {
 	shared := sdkworker.New(o.Client, o.TaskQueue, sharedOpts)
 	shared.RegisterWorkflowWithOptions(workflows.PipelineRecord, workflow.RegisterOptions{Name: workflows.RecordWorkflowName})
 	shared.RegisterActivity(o.Activities)
+	w := &Worker{shared: shared}
+	for _, cloud := range o.Clouds {
+		cw := sdkworker.New(o.Client, activities.CloudTaskQueue(o.TaskQueue, cloud), base)
+		cw.RegisterActivity(o.Activities)
+		w.clouds = append(w.clouds, cw)
+	}
 	if o.SingleWorker {
-		return &Worker{shared: shared}, nil
+		return w, nil
 	}
 
 	own := OwnTaskQueue(o.TaskQueue, o.WorkerID)
 	o.Activities.TaskQueue = own
 	ownOpts := base
 	ownOpts.MaxConcurrentActivityExecutionSize = o.MaxConcurrentStages
-	ownW := sdkworker.New(o.Client, own, ownOpts)
-	ownW.RegisterActivity(o.Activities)
-	return &Worker{shared: shared, own: ownW}, nil
+	w.own = sdkworker.New(o.Client, own, ownOpts)
+	w.own.RegisterActivity(o.Activities)
+	return w, nil
 }
 
-// Start begins polling both task queues.
-func (w *Worker) Start() error {
+// all lists the SDK workers, the shared one last (it starts workflows, which
+// schedule work on the others).
+func (w *Worker) all() []sdkworker.Worker {
+	var ws []sdkworker.Worker
 	if w.own != nil {
-		if err := w.own.Start(); err != nil {
+		ws = append(ws, w.own)
+	}
+	return append(append(ws, w.clouds...), w.shared)
+}
+
+// Start begins polling the task queues.
+func (w *Worker) Start() error {
+	ws := w.all()
+	for i, sw := range ws {
+		if err := sw.Start(); err != nil {
+			for _, started := range ws[:i] {
+				started.Stop()
+			}
 			return err
 		}
-	}
-	if err := w.shared.Start(); err != nil {
-		if w.own != nil {
-			w.own.Stop()
-		}
-		return err
 	}
 	return nil
 }
 
 // Stop stops polling and waits for running activities to return.
 func (w *Worker) Stop() {
-	w.shared.Stop()
-	if w.own != nil {
-		w.own.Stop()
+	ws := w.all()
+	for i := len(ws) - 1; i >= 0; i-- {
+		ws[i].Stop()
 	}
 }

@@ -7,8 +7,10 @@ package workflows
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
@@ -173,10 +175,21 @@ func runStages(ctx workflow.Context, in activities.RecordInput) (status, message
 		// setup made instead of leaking it.
 		WaitForCancellation: true,
 	})
+	cloudQueue := in.SetupTaskQueue(workflow.GetInfo(ctx).TaskQueueName)
+	if cloudQueue != "" {
+		// A worker serving the project's cloud sets the environment up; the
+		// stages follow it there. None coming fails the record, saying so.
+		setupCtx = workflow.WithTaskQueue(setupCtx, cloudQueue)
+		setupCtx = workflow.WithScheduleToStartTimeout(setupCtx, workerPickupTimeout)
+	}
 	var env activities.Environment
 	if err := workflow.ExecuteActivity(setupCtx, a.SetupEnvironment, in.ExecutorRecord()).Get(ctx, &env); err != nil {
-		if isCancel(ctx) {
+		var timeout *temporal.TimeoutError
+		switch {
+		case isCancel(ctx):
 			return model.StatusAborted, ""
+		case cloudQueue != "" && errors.As(err, &timeout) && timeout.TimeoutType() == enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START:
+			return model.StatusFailed, fmt.Sprintf("no worker serves the cloud %q (start one with --cloud %s)", in.Cloud, in.Cloud)
 		}
 		return model.StatusFailed, "set up the record's environment: " + errMessage(err)
 	}

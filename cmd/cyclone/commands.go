@@ -38,13 +38,14 @@ type mongoFlags struct {
 }
 
 type workerFlags struct {
-	Executor            string `help:"Where steps run: docker (containers), kubernetes (pods; cyclone worker only, see --kube-*), local (host processes, no isolation: trusted pipelines only) or auto (docker when the engine answers, else local). Default: docker for cyclone worker, auto for cyclone dev." enum:"auto,docker,kubernetes,local," default:""`
-	WorkspaceRoot       string `help:"Host directory holding record workspaces (default: <data-dir>/workspaces in dev, /var/lib/cyclone/workspaces otherwise)."`
-	WorkerID            string `help:"Stable worker identity; stages of a record return to the worker holding its workspace (default: host name)."`
-	MaxConcurrentStages int    `help:"Stages this worker runs at once." default:"16"`
-	MaxRunningRecords   int    `help:"Records running at once on a cloud that sets no maxRunningRecords of its own; more wait Pending, in order (0: no limit)." default:"0"`
-	SonarScannerImage   string `help:"Image the codeScan stage runs sonar-scanner in (its sonar-scanner reads SONAR_TOKEN)." default:"sonarsource/sonar-scanner-cli"`
-	CheckoutImage       string `help:"Image the codeCheckout stage runs in on the kubernetes executor, whose workspace is not on the worker's host: it needs sh, mktemp and git, and svn 1.10+ for SVN sources." default:"alpine/git:v2.47.2"`
+	Executor            string   `help:"Where steps run: docker (containers), kubernetes (pods; cyclone worker only, see --kube-*), local (host processes, no isolation: trusted pipelines only) or auto (docker when the engine answers, else local). Default: docker for cyclone worker, auto for cyclone dev." enum:"auto,docker,kubernetes,local," default:""`
+	WorkspaceRoot       string   `help:"Host directory holding record workspaces (default: <data-dir>/workspaces in dev, /var/lib/cyclone/workspaces otherwise)."`
+	WorkerID            string   `help:"Stable worker identity; stages of a record return to the worker holding its workspace (default: host name)."`
+	MaxConcurrentStages int      `help:"Stages this worker runs at once." default:"16"`
+	MaxRunningRecords   int      `help:"Records running at once on a cloud that sets no maxRunningRecords of its own; more wait Pending, in order (0: no limit)." default:"0"`
+	SonarScannerImage   string   `help:"Image the codeScan stage runs sonar-scanner in (its sonar-scanner reads SONAR_TOKEN)." default:"sonarsource/sonar-scanner-cli"`
+	CheckoutImage       string   `help:"Image the codeCheckout stage runs in on the kubernetes executor, whose workspace is not on the worker's host: it needs sh, mktemp and git, and svn 1.10+ for SVN sources." default:"alpine/git:v2.47.2"`
+	Cloud               []string `help:"Clouds (by name, as projects' worker.location.cloudName) whose records this worker runs, beside the default cloud's; repeat or separate with commas." name:"cloud"`
 }
 
 type serverCmd struct {
@@ -65,6 +66,7 @@ type workerCmd struct {
 	kubeFlags     `embed:""`
 	SecretKey     string `help:"Key encrypting secrets at rest (the same as the server's). Required."`
 	MetricsListen string `help:"Address serving this worker's Prometheus /metrics (records and stages it ran); empty: none." default:""`
+	PublicURL     string `help:"The API's URL as SCM users reach it, for the links of the commit statuses this worker reports."`
 }
 
 type devCmd struct {
@@ -148,7 +150,7 @@ func (c *workerCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	}
 	w, err := app.NewWorker(st, tc, ex, app.WorkerConfig{TaskQueue: c.TaskQueue, WorkerID: c.WorkerID, MaxConcurrentStages: c.MaxConcurrentStages,
 		Logger: logger, Metrics: m, MaxRunningRecords: c.MaxRunningRecords, SonarScannerImage: c.SonarScannerImage,
-		CheckoutImage: c.CheckoutImage})
+		CheckoutImage: c.CheckoutImage, Clouds: c.Cloud, PublicURL: c.PublicURL})
 	if err != nil {
 		return err
 	}
@@ -296,7 +298,7 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	m := metrics.New()
 	w, err := app.NewWorker(st, tc, ex, app.WorkerConfig{TaskQueue: c.TaskQueue, WorkerID: workerID,
 		MaxConcurrentStages: c.MaxConcurrentStages, SingleWorker: true, Logger: logger, Metrics: m, MaxRunningRecords: c.MaxRunningRecords,
-		SonarScannerImage: c.SonarScannerImage, CheckoutImage: c.CheckoutImage})
+		SonarScannerImage: c.SonarScannerImage, CheckoutImage: c.CheckoutImage, Clouds: c.Cloud, PublicURL: publicURL(c.PublicURL, c.Listen)})
 	if err != nil {
 		return err
 	}

@@ -230,6 +230,8 @@ type WorkerConfig struct {
 	// CheckoutImage runs codeCheckout on executors whose workspace is not on the
 	// worker's host (default activities.DefaultCheckoutImage).
 	CheckoutImage string
+	// Clouds are the clouds whose records this worker runs, beside the default one.
+	Clouds []string
 }
 
 // NewWorker builds a worker running records on ex.
@@ -246,6 +248,7 @@ func NewWorker(st *store.Store, tc client.Client, ex executor.Executor, cfg Work
 		Activities:          acts,
 		MaxConcurrentStages: cfg.MaxConcurrentStages,
 		SingleWorker:        cfg.SingleWorker,
+		Clouds:              cfg.Clouds,
 	})
 }
 

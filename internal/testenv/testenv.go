@@ -215,11 +215,18 @@ func Start(t testing.TB, o Options) *Env {
 // executor; it stops when the test ends or when the caller stops it.
 func (e *Env) StartWorker(id string) *worker.Worker {
 	e.t.Helper()
+	return e.StartCloudWorker(id, e.Executor)
+}
+
+// StartCloudWorker starts a worker with its own executor that also runs the
+// records of the given clouds.
+func (e *Env) StartCloudWorker(id string, ex executor.Executor, clouds ...string) *worker.Worker {
+	e.t.Helper()
 	if id == "" {
 		id = "test"
 	}
-	w, err := app.NewWorker(e.Store, e.Temporal, e.Executor, app.WorkerConfig{TaskQueue: TaskQueue, WorkerID: id, SingleWorker: e.single,
-		Logger: Logger(), Metrics: e.Metrics, SonarScannerImage: e.sonarImage})
+	w, err := app.NewWorker(e.Store, e.Temporal, ex, app.WorkerConfig{TaskQueue: TaskQueue, WorkerID: id, SingleWorker: e.single,
+		Logger: Logger(), Metrics: e.Metrics, SonarScannerImage: e.sonarImage, Clouds: clouds})
 	if err != nil {
 		e.t.Fatal(err)
 	}
