@@ -196,6 +196,18 @@ func TestCheckoutWithProjectCredentialsAndTag(t *testing.T) {
 		t.Fatalf("created tags %v, want acme/app:%s@%s", got, rec.Name, head)
 	}
 
+	// A tag and a commit ID check out too: the older commit, by tag and by SHA.
+	older := f.git.RevParse("acme/app", "master~1")
+	f.git.Tag("acme/app", "v0.1", older)
+	for _, ref := range []string{"refs/tags/v0.1", "v0.1", older} {
+		rec := f.waitTerminal(t, f.start(t, map[string]any{"ref": ref}).ID)
+		if rec.Status != model.StatusFailed || rec.StageStatus.CodeCheckout.Status != model.StatusSuccess ||
+			rec.StageStatus.CodeCheckout.Commits.MainRepo.ID != older {
+			// The unit test fails (data.txt is not in the older commit); the checkout must not.
+			t.Fatalf("ref %s: record %s %q, checkout %+v", ref, rec.Status, rec.ErrorMessage, rec.StageStatus.CodeCheckout)
+		}
+	}
+
 	// Refs that cannot be fetched fail the stage with a clear message, fast.
 	start := time.Now()
 	rec = f.waitTerminal(t, f.start(t, map[string]any{"ref": "no-such-branch"}).ID)
