@@ -8,6 +8,7 @@ command -v git >/dev/null 2>&1 || need+=(git)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v svnserve >/dev/null 2>&1 || need+=(subversion)
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "test-deps: installing ${need[*]} from Debian packages"
@@ -28,7 +29,7 @@ missing=0
 command -v temporal >/dev/null 2>&1 || [ -x "$gobin/temporal" ] || { echo "test-deps: the temporal CLI is required" >&2; missing=1; }
 command -v git >/dev/null 2>&1 || { echo "test-deps: git is required" >&2; missing=1; }
 [ -x /bin/busybox ] || { echo "test-deps: /bin/busybox (busybox-static) is required" >&2; missing=1; }
-for prog in svn svnadmin svnserve docker-registry; do
+for prog in svn svnadmin svnserve docker-registry docker-compose; do
   command -v $prog >/dev/null 2>&1 || { echo "test-deps: $prog is required" >&2; missing=1; }
 done
 if ! docker info >/dev/null 2>&1; then
