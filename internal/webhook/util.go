@@ -37,7 +37,7 @@ func checkSHA(field, s string) error {
 		return malformed(field, "%q is not a commit SHA", s)
 	}
 	for _, r := range s {
-		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F') {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'f') && (r < 'A' || r > 'F') {
 			return malformed(field, "%q is not a commit SHA", s)
 		}
 	}

@@ -229,7 +229,7 @@ func writeContext(w io.Writer, root *os.Root, extra []byte) error {
 		if err != nil {
 			return err
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }() // read only
 		_, err = io.Copy(tw, f)
 		return err
 	})
@@ -267,10 +267,6 @@ func copyMessages(r io.Reader, out io.Writer) error {
 		if m.Error != nil {
 			fmt.Fprintf(out, "ERROR: %s\n", m.Error.Message)
 			return executor.Failed("%s", m.Error.Message)
-		}
-		if m.ErrorMessage != "" {
-			fmt.Fprintf(out, "ERROR: %s\n", m.ErrorMessage)
-			return executor.Failed("%s", m.ErrorMessage)
 		}
 		switch {
 		case m.Stream != "":
