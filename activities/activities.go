@@ -79,6 +79,8 @@ type Activities struct {
 	// PublicURL is the API's address as SCM users reach it, for links back to records.
 	PublicURL string
 
+	secrets secretCache // a record's secrets, opened once for its stages
+
 	// Sonar runs the codeScan stage's SonarQube scans.
 	Sonar SonarScan
 

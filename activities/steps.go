@@ -53,9 +53,22 @@ type runSecrets struct {
 	sourcePasswords map[int]string
 }
 
-// loadSecrets opens the record's secrets. A project or pipeline deleted while the
+// loadSecrets opens the record's secrets, or takes those an earlier stage of the
+// record opened on this worker moments ago. A project or pipeline deleted while the
 // record runs has none left.
 func (a *Activities) loadSecrets(ctx context.Context, in RecordInput) (runSecrets, error) {
+	now := time.Now()
+	if rs, ok := a.secrets.get(in.RecordID, now); ok {
+		return rs, nil
+	}
+	rs, err := a.openSecrets(ctx, in)
+	if err == nil {
+		a.secrets.put(in.RecordID, rs, now)
+	}
+	return rs, err
+}
+
+func (a *Activities) openSecrets(ctx context.Context, in RecordInput) (runSecrets, error) {
 	var rs runSecrets
 	creds, err := a.Store.ProjectCredentials(ctx, in.ProjectID)
 	switch {
