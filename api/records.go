@@ -75,6 +75,42 @@ func (h *handlers) createRecord(c echo.Context) error {
 	return c.JSON(http.StatusCreated, rec)
 }
 
+// rerunRecord starts a new record of the pipeline with a finished record's
+// parameters (an idea of the Rancher pipeline API): the same ref, stages,
+// description and createScmTag, a fresh name, against the pipeline as it is now.
+func (h *handlers) rerunRecord(c echo.Context) error {
+	proj, p, old, err := h.record(c)
+	if err != nil {
+		return err
+	}
+	if !model.IsTerminal(old.Status) {
+		return &Error{Status: http.StatusConflict, Reason: ReasonInvalidStateChange,
+			Message: "only a finished record can be rerun; this one is " + old.Status,
+			Details: map[string]any{"status": old.Status}}
+	}
+	var params model.PerformParams
+	if old.PerformParams != nil {
+		params = *old.PerformParams
+		params.Stages = append([]string(nil), old.PerformParams.Stages...)
+	}
+	params.Name = ""
+	if err := params.NormalizeAndValidate(p); err != nil {
+		return err
+	}
+	if len(params.Stages) == 0 {
+		params.Stages = p.Build.Stages.Configured()
+	}
+	id := uuid.NewString()
+	rec := &model.Record{
+		ID: id, ProjectID: proj.ID, PipelineID: p.ID, Trigger: model.TriggerUser,
+		PerformParams: &params, StageStatus: &model.StageStatus{}, Status: model.StatusPending, WorkflowID: id,
+	}
+	if err := h.startRecord(c.Request().Context(), proj, p, rec); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, rec)
+}
+
 // startRecord writes a new record and starts its workflow (ID = record ID). A record
 // with the same ID already there is store.ErrConflict and starts nothing; a start
 // that fails leaves no record behind and is Unavailable (503: retry).

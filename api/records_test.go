@@ -635,3 +635,39 @@ func TestStageTimeout(t *testing.T) {
 		t.Fatalf("the timed-out stage ran %d times:\n%s", n, logs.Body)
 	}
 }
+
+// A finished record can be rerun: a new record with the same parameters and a
+// fresh name; a running one cannot.
+func TestRecordRerun(t *testing.T) {
+	f := newFixture(t, testenv.Options{})
+	f.pipeline(t, "rerun", "x", map[string]any{
+		"unitTest": map[string]any{"command": []string{"test -f data.txt"}},
+		"package":  map[string]any{"command": []string{"sleep 300"}},
+	})
+	first := f.start(t, map[string]any{"ref": "master", "description": "first try", "stages": []string{"codeCheckout", "unitTest"}})
+	done := f.waitTerminal(t, first.ID)
+	if done.Status != model.StatusSuccess {
+		t.Fatalf("first record %s %q", done.Status, done.ErrorMessage)
+	}
+	r := f.env.Do("POST", f.basePath+"/records/"+first.ID+"/rerun", nil)
+	wantStatus(t, r, http.StatusCreated)
+	var again model.Record
+	r.JSON(t, &again)
+	if again.ID == first.ID || again.Trigger != model.TriggerUser || again.PerformParams.Ref != "master" ||
+		again.PerformParams.Description != "first try" || strings.Join(again.PerformParams.Stages, ",") != "codeCheckout,unitTest" {
+		t.Fatalf("rerun record %+v", again)
+	}
+	rerun := f.waitTerminal(t, again.ID)
+	if rerun.Status != model.StatusSuccess || rerun.Name == "" || rerun.Name == done.Name && rerun.StartTime.Equal(done.StartTime) ||
+		rerun.StageStatus.Package != nil {
+		t.Fatalf("rerun %+v (first %s)", rerun, done.Name)
+	}
+
+	running := f.start(t, map[string]any{"ref": "master"})
+	f.waitFor(t, running.ID, "package running", func(r model.Record) bool {
+		return r.StageStatus != nil && r.StageStatus.Package != nil && r.StageStatus.Package.Status == model.StatusRunning
+	})
+	wantError(t, f.env.Do("POST", f.basePath+"/records/"+running.ID+"/rerun", nil), http.StatusConflict, api.ReasonInvalidStateChange, "")
+	f.abort(t, running.ID)
+	wantError(t, f.env.Do("POST", f.basePath+"/records/nope/rerun", nil), http.StatusNotFound, api.ReasonNotFound, "")
+}

@@ -140,6 +140,7 @@ func New(cfg Config) *echo.Echo {
 	v1.GET("/projects/:project/pipelines/:pipeline/records/:record", h.getRecord)
 	v1.DELETE("/projects/:project/pipelines/:pipeline/records/:record", h.deleteRecord)
 	v1.PATCH("/projects/:project/pipelines/:pipeline/records/:record/status", h.updateRecordStatus)
+	v1.POST("/projects/:project/pipelines/:pipeline/records/:record/rerun", h.rerunRecord)
 	v1.GET("/projects/:project/pipelines/:pipeline/records/:record/logs", h.getLogs)
 	v1.GET("/projects/:project/pipelines/:pipeline/records/:record/logstream", h.getLogStream)
 	return e
