@@ -221,7 +221,7 @@ func (h *handlers) triggerPipeline(c echo.Context, proj *model.Project, p *model
 			Message: fmt.Sprintf("repository: the payload names %q, not the pipeline's main code source %s", clipText(ev.Repo), src.URL()),
 			Details: map[string]any{"field": "repository"}}
 	}
-	d := webhook.Match(scmTriggerOf(p), ev, "")
+	d := matchHook(p, ev, "")
 	if !d.Run {
 		return c.JSON(http.StatusOK, hookAnswer{Message: "ignored: " + d.Reason})
 	}
@@ -233,6 +233,15 @@ func (h *handlers) triggerPipeline(c echo.Context, proj *model.Project, p *model
 		return c.JSON(http.StatusOK, hookAnswer{Message: "already triggered: record " + rec.ID, RecordID: rec.ID})
 	}
 	return c.JSON(http.StatusOK, hookAnswer{Message: "triggered record " + rec.ID, RecordID: rec.ID})
+}
+
+// matchHook decides whether an SCM event starts a record of the pipeline: never
+// while the pipeline is deactivated.
+func matchHook(p *model.Pipeline, ev *webhook.Event, svnPath string) webhook.Decision {
+	if !p.IsActive() {
+		return webhook.Decision{Reason: "the pipeline is deactivated"}
+	}
+	return webhook.Match(scmTriggerOf(p), ev, svnPath)
 }
 
 func clipText(s string) string {
@@ -345,7 +354,7 @@ func (h *handlers) svnPostCommit(c echo.Context) error {
 		if src != nil && src.OtherCodeSource != nil {
 			svnPath = src.OtherCodeSource.Path
 		}
-		d := webhook.Match(scmTriggerOf(p), ev, svnPath)
+		d := matchHook(p, ev, svnPath)
 		if !d.Run {
 			skipped = append(skipped, p.Name+": "+d.Reason)
 			continue

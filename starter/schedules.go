@@ -92,6 +92,10 @@ func scheduleSpec(c model.Cron) client.ScheduleSpec {
 	return client.ScheduleSpec{CronExpressions: []string{c.Expression}, TimeZoneName: c.Timezone}
 }
 
+// DeactivatedNote marks the schedules paused because their pipeline is deactivated
+// (and only those are resumed when it is activated again).
+const DeactivatedNote = "pipeline deactivated"
+
 // overlapPolicy maps a cron's overlap to Temporal's: by default a cron run is
 // skipped while the previous one still runs.
 func overlapPolicy(c model.Cron) enumspb.ScheduleOverlapPolicy {
@@ -119,7 +123,11 @@ func (s *Starter) SyncSchedules(ctx context.Context, project *model.Project, p *
 		var notFound *serviceerror.NotFound
 		switch {
 		case errors.As(err, &notFound):
-			_, err = sc.Create(ctx, client.ScheduleOptions{ID: id, Spec: spec, Action: action, Overlap: overlapPolicy(c)})
+			opts := client.ScheduleOptions{ID: id, Spec: spec, Action: action, Overlap: overlapPolicy(c)}
+			if !p.IsActive() {
+				opts.Paused, opts.Note = true, DeactivatedNote
+			}
+			_, err = sc.Create(ctx, opts)
 		case err == nil:
 			err = h.Update(ctx, client.ScheduleUpdateOptions{DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
 				sched := in.Description.Schedule
@@ -128,6 +136,16 @@ func (s *Starter) SyncSchedules(ctx context.Context, project *model.Project, p *
 					sched.Policy = &client.SchedulePolicies{}
 				}
 				sched.Policy.Overlap = overlapPolicy(c)
+				if sched.State == nil {
+					sched.State = &client.ScheduleState{}
+				}
+				switch {
+				case !p.IsActive():
+					sched.State.Paused, sched.State.Note = true, DeactivatedNote
+				case sched.State.Paused && sched.State.Note == DeactivatedNote:
+					// Reactivated; a pause an operator made stays.
+					sched.State.Paused, sched.State.Note = false, "pipeline reactivated"
+				}
 				return &client.ScheduleUpdate{Schedule: &sched}, nil
 			}})
 		}

@@ -37,16 +37,20 @@ const (
 
 // Pipeline is the build definition of one application in a project.
 type Pipeline struct {
-	ID             string            `json:"id" bson:"_id"`
-	Name           string            `json:"name" bson:"name"`
-	Alias          string            `json:"alias" bson:"alias"`
-	Description    string            `json:"description" bson:"description"`
-	Owner          string            `json:"owner" bson:"owner"`
-	ProjectID      string            `json:"projectID" bson:"projectID"`
-	Notification   *Notification     `json:"notification,omitempty" bson:"notification,omitempty"`
-	AutoTrigger    *AutoTrigger      `json:"autoTrigger,omitempty" bson:"autoTrigger,omitempty"`
-	Build          *Build            `json:"build" bson:"build"`
-	Timeout        string            `json:"timeout,omitempty" bson:"timeout,omitempty"` // Go duration, e.g. "2h"; default 2h
+	ID           string        `json:"id" bson:"_id"`
+	Name         string        `json:"name" bson:"name"`
+	Alias        string        `json:"alias" bson:"alias"`
+	Description  string        `json:"description" bson:"description"`
+	Owner        string        `json:"owner" bson:"owner"`
+	ProjectID    string        `json:"projectID" bson:"projectID"`
+	Notification *Notification `json:"notification,omitempty" bson:"notification,omitempty"`
+	AutoTrigger  *AutoTrigger  `json:"autoTrigger,omitempty" bson:"autoTrigger,omitempty"`
+	Build        *Build        `json:"build" bson:"build"`
+	Timeout      string        `json:"timeout,omitempty" bson:"timeout,omitempty"` // Go duration, e.g. "2h"; default 2h
+	// Active false deactivates the pipeline's automatic triggers (an idea of the
+	// Rancher pipeline API): its crons are paused and SCM events ignored; records
+	// can still be started by hand. Absent means active.
+	Active         *bool             `json:"active,omitempty" bson:"active,omitempty"`
 	Annotations    map[string]string `json:"annotations,omitempty" bson:"annotations,omitempty"`
 	CreationTime   time.Time         `json:"creationTime" bson:"creationTime"`
 	LastUpdateTime time.Time         `json:"lastUpdateTime" bson:"lastUpdateTime"`
@@ -72,6 +76,9 @@ type PipelineWebhook struct {
 	ID     string   `json:"id,omitempty" bson:"id,omitempty"`         // hook ID on the SCM; "": not registered by Cyclone
 	Events []string `json:"events,omitempty" bson:"events,omitempty"` // scm.Event* it was registered for
 }
+
+// IsActive reports whether the pipeline's automatic triggers run.
+func (p *Pipeline) IsActive() bool { return p.Active == nil || *p.Active }
 
 // Notification is kept as given; sending notifications is not implemented.
 type Notification struct {
