@@ -136,6 +136,11 @@ type RecordInput struct {
 	Cloud string `json:"cloud,omitempty"`
 }
 
+// SlotTaskQueue is the task queue where records wait for room on their cloud
+// (AcquireSlot): its own, so that waiting records never take the places of the
+// stages of running ones.
+func SlotTaskQueue(shared string) string { return shared + "-slots" }
+
 // CloudTaskQueue is the task queue the workers serving a cloud poll, beside the
 // shared one: the environment of a record on that cloud is set up there.
 func CloudTaskQueue(shared, cloud string) string { return shared + "-cloud-" + cloud }

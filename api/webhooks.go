@@ -631,8 +631,19 @@ func (h *handlers) prepareHookUpdate(ctx context.Context, proj *model.Project, o
 		p.Webhook = old.Webhook
 		return u, nil
 	}
+	// GitHub refuses a second hook with the URL of one the repository has: a hook
+	// replaced at the same URL and repository goes first, and comes back if its
+	// replacement is refused.
+	replacedFirst := target != nil && old.Webhook != nil && old.Webhook.ID != "" &&
+		old.Webhook.URL == target.URL && old.Webhook.Repo == target.Repo
+	if replacedFirst {
+		h.removeHook(ctx, proj, old, old.Webhook)
+	}
 	if target != nil {
 		if err := h.registerHook(ctx, proj, p, target, secret); err != nil {
+			if replacedFirst {
+				h.restoreHook(context.WithoutCancel(ctx), proj, old)
+			}
 			return nil, err
 		}
 		if target.ID != "" {
@@ -640,10 +651,25 @@ func (h *handlers) prepareHookUpdate(ctx context.Context, proj *model.Project, o
 		}
 	}
 	p.Webhook = target
-	if old.Webhook != nil && old.Webhook.ID != "" {
+	if old.Webhook != nil && old.Webhook.ID != "" && !replacedFirst {
 		u.obsolete, u.obsoleteOf = old.Webhook, old
 	}
 	return u, nil
+}
+
+// restoreHook registers again the webhook of old (removed to make room for a
+// replacement that was refused) with its secret, and records its new ID.
+func (h *handlers) restoreHook(ctx context.Context, proj *model.Project, old *model.Pipeline) {
+	secret, err := h.hooks.PipelineWebhookSecret(ctx, old.ID)
+	if err == nil {
+		hook := *old.Webhook
+		if err = h.registerHook(ctx, proj, old, &hook, secret); err == nil {
+			err = h.hooks.SetPipelineWebhook(ctx, old.ID, &hook)
+		}
+	}
+	if err != nil {
+		h.log.Warn("could not register the pipeline's webhook again; update the pipeline to retry", "pipeline", old.ID, "error", err)
+	}
 }
 
 func sameHook(a, b *model.PipelineWebhook) bool {

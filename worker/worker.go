@@ -42,9 +42,13 @@ type Options struct {
 // Worker is a running Cyclone worker.
 type Worker struct {
 	shared sdkworker.Worker
-	own    sdkworker.Worker // nil for a single worker
-	clouds []sdkworker.Worker
+	own    sdkworker.Worker   // nil for a single worker
+	clouds []sdkworker.Worker // the slot queue's and the clouds' queues
 }
+
+// maxWaitingRecords bounds the records one worker keeps waiting for room on their
+// cloud at once; more wait in Temporal's queue.
+const maxWaitingRecords = 1000
 
 // OwnTaskQueue is the task queue of the worker with the given ID.
 func OwnTaskQueue(shared, workerID string) string { return shared + "-worker-" + workerID }
@@ -78,6 +82,12 @@ func New(o Options) (*Worker, error) {
 	shared.RegisterWorkflowWithOptions(workflows.PipelineRecord, workflow.RegisterOptions{Name: workflows.RecordWorkflowName})
 	shared.RegisterActivity(o.Activities)
 	w := &Worker{shared: shared}
+	// Records waiting for room on their cloud wait here: many at once, mostly asleep.
+	slotOpts := base
+	slotOpts.MaxConcurrentActivityExecutionSize = maxWaitingRecords
+	slots := sdkworker.New(o.Client, activities.SlotTaskQueue(o.TaskQueue), slotOpts)
+	slots.RegisterActivity(o.Activities)
+	w.clouds = append(w.clouds, slots)
 	for _, cloud := range o.Clouds {
 		cw := sdkworker.New(o.Client, activities.CloudTaskQueue(o.TaskQueue, cloud), base)
 		cw.RegisterActivity(o.Activities)

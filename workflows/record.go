@@ -147,6 +147,7 @@ const slotHeartbeatTimeout = 5 * time.Second
 func waitForRoom(ctx workflow.Context, in activities.RecordInput) (status, message string) {
 	var a *activities.Activities
 	slotCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:           activities.SlotTaskQueue(workflow.GetInfo(ctx).TaskQueueName),
 		StartToCloseTimeout: slotWaitTimeout,
 		HeartbeatTimeout:    slotHeartbeatTimeout,
 		// The activity writes the record's queue position: it must have stopped

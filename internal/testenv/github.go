@@ -231,6 +231,15 @@ func (g *GitHub) serveRepo(w http.ResponseWriter, r *http.Request, name string, 
 		g.statuses = append(g.statuses, s)
 		g.json(w, http.StatusCreated, map[string]any{"id": len(g.statuses), "state": s.State, "target_url": s.TargetURL, "context": s.Context})
 	case r.Method == http.MethodPost && len(rest) == 1 && rest[0] == "hooks":
+		url := func(h map[string]any) any { c, _ := h["config"].(map[string]any); return c["url"] }
+		for _, h := range g.hooks[name] {
+			if url(h) == url(body) {
+				// As github.com: one hook per URL and repository.
+				g.json(w, http.StatusUnprocessableEntity, map[string]any{"message": "Validation Failed",
+					"errors": []any{map[string]any{"resource": "Hook", "code": "custom", "message": "Hook already exists on this repository"}}})
+				return
+			}
+		}
 		g.nextHook++
 		if g.hooks[name] == nil {
 			g.hooks[name] = map[int]map[string]any{}
