@@ -3,9 +3,11 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -140,8 +142,15 @@ type latencies struct {
 	p50, p99 time.Duration
 }
 
+// nearestRank is the p-th percentile of ds by the nearest-rank method: of a few
+// samples, p99 is the slowest.
+func nearestRank(ds []time.Duration, p float64) time.Duration {
+	s := slices.Sorted(slices.Values(ds))
+	return s[max(int(math.Ceil(p*float64(len(s))))-1, 0)]
+}
+
 func summarize(name string, ds []time.Duration) latencies {
-	l := latencies{n: len(ds), p50: percentile(ds, 0.5), p99: percentile(ds, 0.99)}
+	l := latencies{n: len(ds), p50: nearestRank(ds, 0.5), p99: nearestRank(ds, 0.99)}
 	progress("%-20s n=%-4d p50 %8.2f ms  p99 %8.2f ms", name, l.n, ms(l.p50), ms(l.p99))
 	return l
 }
