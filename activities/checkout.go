@@ -45,8 +45,14 @@ func (a *Activities) codeCheckout(ctx context.Context, in StageInput, secrets ru
 		return stageOutcome{}, fmt.Errorf("find the record's workspace: %w", err)
 	}
 	user, password := sourceAuth(checkout, secrets)
+	svnSource := strings.EqualFold(src.Type, model.SCMSVN)
+	if !svnSource {
+		if err := checkGitURL(ctx, src.URL()); err != nil {
+			return stageOutcome{}, err
+		}
+	}
 	var commit *model.Commit
-	switch svnSource := strings.EqualFold(src.Type, model.SCMSVN); {
+	switch {
 	case env.Workspace == "":
 		// The workspace is not on this host (a volume of the cluster's pods): the
 		// checkout runs as a step of the record, see checkout_step.go.
@@ -85,14 +91,40 @@ func sourceAuth(c *model.CodeCheckoutStage, secrets runSecrets) (user, password 
 	return "", ""
 }
 
-// sameHost reports whether two URLs name the same scheme-less host and port.
+// sameHost reports whether two URLs name the same scheme, host and port: the
+// project's credentials never go to another server, nor over http when the project's
+// server is https.
 func sameHost(a, b string) bool {
 	ua, err1 := url.Parse(a)
 	ub, err2 := url.Parse(b)
 	if err1 != nil || err2 != nil || ua.Host == "" {
 		return false
 	}
-	return strings.EqualFold(ua.Host, ub.Host)
+	return strings.EqualFold(ua.Scheme, ub.Scheme) && strings.EqualFold(ua.Host, ub.Host)
+}
+
+// checkGitURL keeps git away from the addresses the SCM guard refuses (link-local,
+// cloud metadata): git dials by itself, so the host is checked right before it runs.
+func checkGitURL(ctx context.Context, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return failStep("the repository URL %q is not a URL", redactURL(raw))
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "http", "https":
+		err = scm.CheckURLContext(ctx, "", raw)
+	default: // ssh, git
+		err = scm.CheckHost(ctx, u.Hostname())
+	}
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return temporal.NewCanceledError("checkout cancelled")
+	case errors.Is(err, scm.ErrUnreachable):
+		return fmt.Errorf("check the repository's host: %w", err)
+	}
+	return failStep("the repository %s may not be checked out: %v", redactURL(raw), err)
 }
 
 // gitCheckout fetches ref of repoURL into ws and checks it out.

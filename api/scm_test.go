@@ -342,3 +342,19 @@ func TestSVNCheckoutAndTag(t *testing.T) {
 		t.Fatalf("missing revision: %s %q", rec.Status, rec.ErrorMessage)
 	}
 }
+
+// git dials by itself: a source on a link-local or metadata address fails the
+// checkout before git runs.
+func TestCheckoutRefusesMetadataAddress(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{})
+	wantStatus(t, env.Do("POST", "/api/v1/projects", projectBody("demo")), http.StatusCreated)
+	f := &fixture{env: env, repoURL: "http://169.254.169.254/latest/meta-data.git"}
+	f.pipeline(t, "meta", "x", map[string]any{})
+	rec := f.waitTerminal(t, f.start(t, map[string]any{"ref": "master"}).ID)
+	if rec.Status != model.StatusFailed || !strings.Contains(rec.ErrorMessage, "may not be checked out") {
+		t.Fatalf("checkout of a metadata address: %s %q", rec.Status, rec.ErrorMessage)
+	}
+	if log := f.stageLog(t, rec.ID, "codeCheckout"); strings.Contains(log, "+ git") {
+		t.Fatalf("git ran:\n%s", log)
+	}
+}

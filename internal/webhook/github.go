@@ -71,7 +71,8 @@ type ghIssueComment struct {
 		PullRequest json.RawMessage `json:"pull_request"`
 	} `json:"issue"`
 	Comment *struct {
-		Body string `json:"body"`
+		Body              string `json:"body"`
+		AuthorAssociation string `json:"author_association"`
 	} `json:"comment"`
 	Repository *ghRepo `json:"repository"`
 }
@@ -236,6 +237,9 @@ func githubPullRequest(body []byte) (*Event, error) {
 		Ref: pullRef(p.Number), SHA: p.PullRequest.Head.SHA, Branch: p.PullRequest.Head.Ref}, nil
 }
 
+// trustedCommenter are GitHub's author associations whose comments may trigger.
+var trustedCommenter = map[string]bool{"OWNER": true, "MEMBER": true, "COLLABORATOR": true}
+
 func pullRef(n int) string { return "refs/pull/" + strconv.Itoa(n) + "/head" }
 
 func githubIssueComment(body []byte) (*Event, error) {
@@ -259,6 +263,11 @@ func githubIssueComment(body []byte) (*Event, error) {
 		return nil, ignored("a comment on a %s pull request", orWord(p.Issue.State, "closed"))
 	case p.Issue.Number <= 0:
 		return nil, malformed("issue.number", "must be a positive pull request number")
+	case !trustedCommenter[p.Comment.AuthorAssociation]:
+		// On a public repository anyone may comment: only the repository's own
+		// people may run its pipeline (with its secrets) on a pull request.
+		return nil, ignored("the comment's author is not an owner, member or collaborator of the repository (%s)",
+			orWord(p.Comment.AuthorAssociation, "unknown"))
 	}
 	return &Event{Kind: KindPullRequestComment, Repo: repo, RepoURLs: urls, PRNumber: p.Issue.Number,
 		Ref: pullRef(p.Issue.Number), Comment: p.Comment.Body}, nil

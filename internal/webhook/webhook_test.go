@@ -327,3 +327,26 @@ func TestRecordID(t *testing.T) {
 		t.Error("two deliveries of one tag start two records")
 	}
 }
+
+// On a public repository anyone may comment: only the repository's owners, members
+// and collaborators trigger with a comment.
+func TestGitHubCommentAuthor(t *testing.T) {
+	body := string(seed(t, "github_issue_comment.json"))
+	for assoc, trusted := range map[string]bool{"OWNER": true, "MEMBER": true, "COLLABORATOR": true,
+		"CONTRIBUTOR": false, "FIRST_TIME_CONTRIBUTOR": false, "NONE": false} {
+		payload := strings.Replace(body, `"author_association": "OWNER"`, `"author_association": "`+assoc+`"`, 1)
+		ev, err := webhook.ParseGitHub("issue_comment", "d", []byte(payload))
+		var ign *webhook.Ignored
+		switch {
+		case trusted && (err != nil || ev.Kind != webhook.KindPullRequestComment):
+			t.Errorf("%s: %v %v", assoc, ev, err)
+		case !trusted && !errors.As(err, &ign):
+			t.Errorf("%s: a comment of an outsider was not ignored: %v %v", assoc, ev, err)
+		}
+	}
+	noAssoc := strings.Replace(body, `"author_association": "OWNER",`, ``, 1)
+	var ign *webhook.Ignored
+	if _, err := webhook.ParseGitHub("issue_comment", "d", []byte(noAssoc)); !errors.As(err, &ign) {
+		t.Errorf("a comment without author_association: %v", err)
+	}
+}
