@@ -343,7 +343,7 @@ func TestCheckoutStepKubernetes(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := &activities.Activities{Executor: ex, CheckoutImage: "registry.example.com/git:2"}
-	const url, user, password = "https://git.example.com/team/app.git", "bob", "k8s-s3cr3t"
+	const url, user, password = "https://10.0.0.7/team/app.git", "bob", "k8s-s3cr3t"
 	in := checkoutInput("rec-k8s", "Other", url, user, "release/1.2")
 	name := kubernetes.StepPodName(in.Record.RecordID, model.StageCodeCheckout)
 
