@@ -145,9 +145,14 @@ func (a *Activities) codeScan(ctx context.Context, in StageInput, log io.Writer)
 	if err != nil {
 		return fmt.Errorf("find the record's workspace: %w", err)
 	}
-	report := filepath.Join(env.Workspace, filepath.FromSlash(reportTaskFile))
-	if err := os.Remove(report); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove an old scanner report: %w", err)
+	// Without a workspace on this host (Kubernetes) the report is out of reach:
+	// the task ID comes from the scanner's output alone.
+	report := ""
+	if env.Workspace != "" {
+		report = filepath.Join(env.Workspace, filepath.FromSlash(reportTaskFile))
+		if err := os.Remove(report); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove an old scanner report: %w", err)
+		}
 	}
 
 	command := a.Sonar.Command
@@ -264,7 +269,7 @@ var ceTaskIDRe = regexp.MustCompile(`api/ce/task\?id=([A-Za-z0-9_:.-]+)`)
 // file in the workspace, or else (an executor whose workspace the worker cannot
 // read) from the scanner's output.
 func ceTaskID(report string, output []byte) (string, error) {
-	if data, err := os.ReadFile(report); err == nil {
+	if data, err := os.ReadFile(report); report != "" && err == nil {
 		sc := bufio.NewScanner(bytes.NewReader(data))
 		for sc.Scan() {
 			if k, v, ok := strings.Cut(sc.Text(), "="); ok && strings.TrimSpace(k) == "ceTaskId" && strings.TrimSpace(v) != "" {

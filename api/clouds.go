@@ -54,12 +54,12 @@ func (h *handlers) validCloud(c *model.Cloud) error {
 	case c.Docker != nil && c.Docker.Host != "":
 		if u := guardedDockerURL(c.Docker.Host); u != "" {
 			if err := h.cloudHostCheck(u); err != nil {
-				return invalidField("docker.host", "%q is not allowed: %v", c.Docker.Host, err)
+				return invalidField("docker.host", "is not allowed: %v", err)
 			}
 		}
 	case c.Kubernetes != nil && c.Kubernetes.Host != "":
 		if err := h.cloudHostCheck(c.Kubernetes.Host); err != nil {
-			return invalidField("kubernetes.host", "%q is not allowed: %v", c.Kubernetes.Host, err)
+			return invalidField("kubernetes.host", "is not allowed: %v", err)
 		}
 	}
 	return nil

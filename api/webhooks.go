@@ -134,13 +134,10 @@ type hookDelivery struct {
 }
 
 // readDelivery reads a delivery to the pipeline in the path and the pipeline's
-// webhook secret, which verifies it.
-func (h *handlers) readDelivery(c echo.Context) (*hookDelivery, error) {
+// webhook secret. verifyHeader, when set, checks the headers against the secret
+// before the body is read (GitLab's token needs no body).
+func (h *handlers) readDelivery(c echo.Context, verifyHeader func(secret string, hdr http.Header) error) (*hookDelivery, error) {
 	proj, p, err := h.hookPipeline(c)
-	if err != nil {
-		return nil, err
-	}
-	body, err := readHookBody(c)
 	if err != nil {
 		return nil, err
 	}
@@ -148,11 +145,21 @@ func (h *handlers) readDelivery(c echo.Context) (*hookDelivery, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &hookDelivery{project: proj, pipeline: p, body: body, secret: secret, header: c.Request().Header}, nil
+	hdr := c.Request().Header
+	if verifyHeader != nil {
+		if err := verifyHeader(secret, hdr); err != nil {
+			return nil, hookUnauthorized(err)
+		}
+	}
+	body, err := readHookBody(c)
+	if err != nil {
+		return nil, err
+	}
+	return &hookDelivery{project: proj, pipeline: p, body: body, secret: secret, header: hdr}, nil
 }
 
 func (h *handlers) githubWebhook(c echo.Context) error {
-	d, err := h.readDelivery(c)
+	d, err := h.readDelivery(c, nil)
 	if err != nil {
 		return err
 	}
@@ -169,14 +176,13 @@ func (h *handlers) githubWebhook(c echo.Context) error {
 }
 
 func (h *handlers) gitlabWebhook(c echo.Context) error {
-	d, err := h.readDelivery(c)
+	d, err := h.readDelivery(c, func(secret string, hdr http.Header) error {
+		return webhook.VerifyGitLab(secret, hdr.Get("X-Gitlab-Token"))
+	})
 	if err != nil {
 		return err
 	}
 	hdr := d.header
-	if err := webhook.VerifyGitLab(d.secret, hdr.Get("X-Gitlab-Token")); err != nil {
-		return hookUnauthorized(err)
-	}
 	// GitLab 17.4+ sends Idempotency-Key, the same on every retry of a delivery.
 	delivery := hdr.Get("Idempotency-Key")
 	if delivery == "" {
