@@ -60,7 +60,7 @@ func (a *Activities) codeCheckout(ctx context.Context, in StageInput, secrets ru
 	case svnSource:
 		commit, err = svnCheckout(ctx, src, in.Record.Params.Ref, user, password, env.Workspace, log)
 	default:
-		commit, err = gitCheckout(ctx, src.URL(), in.Record.Params.Ref, user, password, env.Workspace, log)
+		commit, err = gitCheckout(ctx, src.URL(), gitFetchRef(in.Record.Params), user, password, env.Workspace, log)
 	}
 	if err != nil {
 		return stageOutcome{}, err
@@ -71,6 +71,15 @@ func (a *Activities) codeCheckout(ctx context.Context, in StageInput, secrets ru
 		out.name = commit.ID[:min(7, len(commit.ID))] + "-" + in.Record.StartTime.UTC().Format("060102150405")
 	}
 	return out, nil
+}
+
+// gitFetchRef is what git fetches: the commit an SCM event named, when it names
+// one (the branch may have moved on since), else the record's ref.
+func gitFetchRef(pp model.PerformParams) string {
+	if c := pp.Commit; (len(c) == 40 || len(c) == 64) && strings.Trim(strings.ToLower(c), "0123456789abcdef") == "" {
+		return c
+	}
+	return pp.Ref
 }
 
 // sourceAuth picks the credentials of the main code source: its own username and

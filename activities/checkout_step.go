@@ -143,6 +143,9 @@ func (a *Activities) stepCheckout(ctx context.Context, in StageInput, env execut
 		return nil, err
 	}
 	ref := in.Record.Params.Ref
+	if !svnSource {
+		ref = gitFetchRef(in.Record.Params)
+	}
 	var step executor.Step
 	var shown string // the source as the log and errors show it
 	if svnSource {
