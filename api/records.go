@@ -51,6 +51,12 @@ func (h *handlers) createRecord(c echo.Context) error {
 	if err := decodeJSON(c, &params); err != nil {
 		return err
 	}
+	return h.startUserRecord(c, proj, p, params)
+}
+
+// startUserRecord checks params against the pipeline, starts a record of them with
+// trigger user and answers it, 201.
+func (h *handlers) startUserRecord(c echo.Context, proj *model.Project, p *model.Pipeline, params model.PerformParams) error {
 	if err := params.NormalizeAndValidate(p); err != nil {
 		return err
 	}
@@ -93,22 +99,8 @@ func (h *handlers) rerunRecord(c echo.Context) error {
 		params = *old.PerformParams
 		params.Stages = append([]string(nil), old.PerformParams.Stages...)
 	}
-	params.Name = ""
-	if err := params.NormalizeAndValidate(p); err != nil {
-		return err
-	}
-	if len(params.Stages) == 0 {
-		params.Stages = p.Build.Stages.Configured()
-	}
-	id := uuid.NewString()
-	rec := &model.Record{
-		ID: id, ProjectID: proj.ID, PipelineID: p.ID, Trigger: model.TriggerUser,
-		PerformParams: &params, StageStatus: &model.StageStatus{}, Status: model.StatusPending, WorkflowID: id,
-	}
-	if err := h.startRecord(c.Request().Context(), proj, p, rec); err != nil {
-		return err
-	}
-	return c.JSON(http.StatusCreated, rec)
+	params.Name = "" // a fresh name; the commit an SCM event named, if any, is built again
+	return h.startUserRecord(c, proj, p, params)
 }
 
 // startRecord writes a new record and starts its workflow (ID = record ID). A record
