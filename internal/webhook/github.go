@@ -56,8 +56,11 @@ type ghPullRequest struct {
 	PullRequest *struct {
 		State string `json:"state"`
 		Head  struct {
-			Ref string `json:"ref"`
-			SHA string `json:"sha"`
+			Ref  string `json:"ref"`
+			SHA  string `json:"sha"`
+			Repo *struct {
+				FullName string `json:"full_name"`
+			} `json:"repo"`
 		} `json:"head"`
 	} `json:"pull_request"`
 	Repository *ghRepo `json:"repository"`
@@ -229,6 +232,9 @@ func githubPullRequest(body []byte) (*Event, error) {
 	}
 	if p.Number <= 0 {
 		return nil, malformed("number", "must be a positive pull request number")
+	}
+	if head := p.PullRequest.Head.Repo; head != nil && head.FullName != "" && !strings.EqualFold(head.FullName, repo) {
+		return nil, ignored("a pull request from the fork %s does not trigger by itself: it would run code from outside the repository with the pipeline's secrets (a member's matching comment can)", head.FullName)
 	}
 	if err := checkSHA("pull_request.head.sha", p.PullRequest.Head.SHA); err != nil {
 		return nil, err

@@ -32,6 +32,9 @@ type glMergeRequest struct {
 	OldRev       string    `json:"oldrev"`
 	SourceBranch string    `json:"source_branch"`
 	LastCommit   *glCommit `json:"last_commit"`
+	// The projects the merge request comes from and goes to: different for a fork.
+	SourceProjectID int `json:"source_project_id"`
+	TargetProjectID int `json:"target_project_id"`
 }
 
 type glPayload struct {
@@ -104,6 +107,9 @@ func ParseGitLab(event, uuid string, body []byte) (*Event, error) {
 			return nil, ignored("a merge request update without new commits")
 		default:
 			return nil, ignored("merge request action %q does not trigger pipelines", mr.Action)
+		}
+		if mr.SourceProjectID != 0 && mr.TargetProjectID != 0 && mr.SourceProjectID != mr.TargetProjectID {
+			return nil, ignored("a merge request from a fork (project %d) does not trigger: it would run code from outside the project with the pipeline's secrets", mr.SourceProjectID)
 		}
 		return mergeRequestEvent(ev, KindPullRequest, &mr.glMergeRequest, "object_attributes")
 	case "note":

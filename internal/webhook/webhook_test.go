@@ -350,3 +350,31 @@ func TestGitHubCommentAuthor(t *testing.T) {
 		t.Errorf("a comment without author_association: %v", err)
 	}
 }
+
+// A pull request from a fork runs code from outside the repository: it does not
+// trigger by itself.
+func TestForkPullRequestsIgnored(t *testing.T) {
+	gh := string(seed(t, "github_pull_request.json"))
+	fork := strings.Replace(gh, `"full_name": "baxterthehacker/public-repo"}`, `"full_name": "mallory/public-repo"}`, 1)
+	if fork == gh {
+		t.Fatal("the seed payload changed: no head repository to fork")
+	}
+	var ign *webhook.Ignored
+	if _, err := webhook.ParseGitHub("pull_request", "d", []byte(fork)); !errors.As(err, &ign) || !strings.Contains(ign.Reason, "fork") {
+		t.Fatalf("a fork's pull request: %v", err)
+	}
+	if ev, err := webhook.ParseGitHub("pull_request", "d", []byte(gh)); err != nil || ev.Kind != webhook.KindPullRequest {
+		t.Fatalf("a pull request within the repository: %v %v", ev, err)
+	}
+	gl := string(seed(t, "gitlab_merge_request.json"))
+	glFork := strings.Replace(gl, `"source_project_id": 15,`, `"source_project_id": 99,`, 1)
+	if glFork == gl {
+		t.Fatal("the seed payload changed: no source project to fork")
+	}
+	if _, err := webhook.ParseGitLab("Merge Request Hook", "d", []byte(glFork)); !errors.As(err, &ign) || !strings.Contains(ign.Reason, "fork") {
+		t.Fatalf("a fork's merge request: %v", err)
+	}
+	if ev, err := webhook.ParseGitLab("Merge Request Hook", "d", []byte(gl)); err != nil || ev.Kind != webhook.KindPullRequest {
+		t.Fatalf("a merge request within the project: %v %v", ev, err)
+	}
+}
