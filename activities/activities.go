@@ -367,7 +367,7 @@ func (a *Activities) runStage(ctx context.Context, in StageInput, secrets runSec
 	case model.StageCodeCheckout:
 		out, err := a.codeCheckout(ctx, in, secrets, log)
 		if err == nil && in.Record.CommitStatus {
-			a.reportPending(ctx, in, secrets.scm, out.commit.ID)
+			a.reportPending(ctx, in, secrets.project.SCM(), out.commit.ID)
 		}
 		return out, err
 	case model.StageUnitTest:

@@ -93,8 +93,8 @@ func sourceAuth(c *model.CodeCheckoutStage, secrets runSecrets) (user, password 
 		if o := src.OtherCodeSource; o != nil && secrets.sourcePasswords[i] != "" {
 			return o.Username, secrets.sourcePasswords[i]
 		}
-		if sameHost(src.URL(), secrets.scm.Server) {
-			return scm.GitAuth(secrets.scm)
+		if cfg := secrets.project.SCM(); sameHost(src.URL(), cfg.Server) {
+			return scm.GitAuth(cfg)
 		}
 	}
 	return "", ""
@@ -125,15 +125,23 @@ func checkGitURL(ctx context.Context, raw string) error {
 	default: // ssh, git
 		err = scm.CheckHost(ctx, u.Hostname())
 	}
+	if err != nil {
+		return checkoutError(ctx, err, fmt.Sprintf("the repository %s may not be checked out", redactURL(raw)))
+	}
+	return nil
+}
+
+// checkoutError turns an SCM error met by a checkout into the stage's: a
+// cancellation when the record was cancelled, a retried error when the server
+// could not be reached, else a final failure saying what failed and why.
+func checkoutError(ctx context.Context, err error, what string) error {
 	switch {
-	case err == nil:
-		return nil
 	case ctx.Err() != nil:
 		return temporal.NewCanceledError("checkout cancelled")
 	case errors.Is(err, scm.ErrUnreachable):
-		return fmt.Errorf("check the repository's host: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
-	return failStep("the repository %s may not be checked out: %v", redactURL(raw), err)
+	return failStep("%s: %v", what, err)
 }
 
 // gitCheckout fetches ref of repoURL into ws and checks it out.
@@ -209,15 +217,8 @@ func svnCheckout(ctx context.Context, src *model.CodeSource, ref, user, password
 	fmt.Fprintf(log, "+ svn checkout %s (revision %s)\n", redactURL(target), orHead(rev))
 	cfg := scm.Config{Type: model.SCMSVN, Credentials: scm.Credentials{Username: user, Password: password}}
 	revision, err := svn.Checkout(ctx, cfg, target, rev, ws, log)
-	switch {
-	case err == nil:
-	case ctx.Err() != nil:
-		return nil, temporal.NewCanceledError("checkout cancelled")
-	case errors.Is(err, scm.ErrUnreachable):
-		return nil, fmt.Errorf("svn checkout: %w", err)
-	default:
-		return nil, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("svn checkout of %q from %s failed: %v", ref, redactURL(target), err), ErrTypeStepFailed, nil)
+	if err != nil {
+		return nil, checkoutError(ctx, err, fmt.Sprintf("svn checkout of %q from %s failed", ref, redactURL(target)))
 	}
 	return &model.Commit{ID: revision, Message: "revision " + revision}, nil
 }

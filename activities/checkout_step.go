@@ -154,14 +154,8 @@ func (a *Activities) stepCheckout(ctx context.Context, in StageInput, env execut
 			return nil, err
 		}
 		shown = redactURL(target)
-		switch err := scm.CheckURLContext(ctx, model.SCMSVN, target); {
-		case err == nil:
-		case ctx.Err() != nil:
-			return nil, temporal.NewCanceledError("checkout cancelled")
-		case errors.Is(err, scm.ErrUnreachable):
-			return nil, fmt.Errorf("svn checkout: %w", err)
-		default:
-			return nil, failStep("svn checkout of %q from %s failed: %v", ref, shown, err)
+		if err := scm.CheckURLContext(ctx, model.SCMSVN, target); err != nil {
+			return nil, checkoutError(ctx, err, fmt.Sprintf("svn checkout of %q from %s failed", ref, shown))
 		}
 		step = svnCheckoutStep(target, rev, user, password, mark)
 		fmt.Fprintf(log, "+ svn checkout %s (revision %s) in %s\n", shown, orHead(rev), a.checkoutImage())

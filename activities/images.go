@@ -107,8 +107,8 @@ func tagOf(name string) string {
 
 // naming works out the record's image names: its tag (the record's name, or the
 // start-time name the record gets when no checkout names it) and the project's
-// registry.
-func (a *Activities) naming(ctx context.Context, in StageInput) (imageNaming, error) {
+// registry (creds, as the stage's secrets opened them).
+func (a *Activities) naming(ctx context.Context, in StageInput, creds *store.Credentials) (imageNaming, error) {
 	n := imageNaming{built: map[string]bool{}}
 	if s := in.Record.Build.Stages; s != nil && s.ImageBuild != nil {
 		for _, bi := range s.ImageBuild.BuildInfos {
@@ -128,13 +128,6 @@ func (a *Activities) naming(ctx context.Context, in StageInput) (imageNaming, er
 	}
 	if n.tag = tagOf(name); n.tag == "" {
 		return n, failStep("the record name %q makes no image tag", name)
-	}
-	creds, err := a.Store.ProjectCredentials(ctx, in.Record.ProjectID)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		creds = &store.Credentials{}
-	case err != nil:
-		return n, fmt.Errorf("read the project's registry: %w", err)
 	}
 	n.creds = creds
 	if creds.RegistryServer != "" {
@@ -274,7 +267,7 @@ func (a *Activities) imageBuild(ctx context.Context, in StageInput, secrets runS
 	if !ok {
 		return needsDocker(in.Stage)
 	}
-	n, err := a.naming(ctx, in)
+	n, err := a.naming(ctx, in, &secrets.project)
 	if err != nil {
 		return err
 	}
@@ -313,7 +306,7 @@ func (a *Activities) integrationTest(ctx context.Context, in StageInput, secrets
 	if !ok {
 		return needsDocker(in.Stage)
 	}
-	n, err := a.naming(ctx, in)
+	n, err := a.naming(ctx, in, &secrets.project)
 	if err != nil {
 		return err
 	}
@@ -369,7 +362,7 @@ func (a *Activities) imageRelease(ctx context.Context, in StageInput, secrets ru
 	if !ok {
 		return needsDocker(in.Stage)
 	}
-	n, err := a.naming(ctx, in)
+	n, err := a.naming(ctx, in, &secrets.project)
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,6 @@ import (
 
 // SlotStore keeps the clouds' queues of records (see store.Slot).
 type SlotStore interface {
-	GetProjectByID(ctx context.Context, id string) (*model.Project, error)
 	GetCloud(ctx context.Context, name string) (*model.Cloud, error)
 	EnqueueSlot(ctx context.Context, recordID, cloud string, created time.Time) (*store.Slot, error)
 	SlotsAhead(ctx context.Context, sl *store.Slot, limit int64) ([]*store.Slot, int64, error)
@@ -27,6 +26,9 @@ type SlotStore interface {
 type SlotRequest struct {
 	RecordID  string `json:"recordID"`
 	ProjectID string `json:"projectID"`
+	// Cloud is the project's cloud when the record started (RecordInput.Cloud; ""
+	// is the default cloud).
+	Cloud string `json:"cloud,omitempty"`
 	// Created is the record's creation time: records start in that order.
 	Created time.Time `json:"created"`
 }
@@ -43,7 +45,10 @@ func (a *Activities) AcquireSlot(ctx context.Context, req SlotRequest) error {
 	if a.Slots == nil {
 		return nil
 	}
-	cloud := a.recordCloud(ctx, req.ProjectID)
+	cloud := req.Cloud
+	if cloud == "" {
+		cloud = model.DefaultCloudName
+	}
 	poll := a.SlotPoll
 	if poll <= 0 {
 		poll = defaultSlotPoll
@@ -108,15 +113,6 @@ func (a *Activities) ReleaseSlot(ctx context.Context, recordID string) error {
 		return err
 	}
 	return a.Slots.SetQueuePosition(ctx, recordID, 0)
-}
-
-// recordCloud is the cloud the project's records run on.
-func (a *Activities) recordCloud(ctx context.Context, projectID string) string {
-	p, err := a.Slots.GetProjectByID(ctx, projectID)
-	if err == nil && p.Worker != nil && p.Worker.Location != nil && p.Worker.Location.CloudName != "" {
-		return p.Worker.Location.CloudName
-	}
-	return model.DefaultCloudName
 }
 
 // cloudLimit is how many records may run on the cloud at once.

@@ -15,7 +15,6 @@ import (
 	"github.com/cycloneci/cyclone/internal/executor"
 	"github.com/cycloneci/cyclone/internal/logs"
 	"github.com/cycloneci/cyclone/internal/model"
-	"github.com/cycloneci/cyclone/internal/scm"
 	"github.com/cycloneci/cyclone/internal/store"
 )
 
@@ -47,8 +46,9 @@ type runSecrets struct {
 	// env holds the secret environment variables' values by model.EnvVarRef.Path;
 	// the workflow's snapshot of the build carries them empty.
 	env map[string]string
-	// scm is the project's SCM with its credentials (empty when the project is gone).
-	scm scm.Config
+	// project holds the project's SCM and registry credentials (empty when the
+	// project is gone).
+	project store.Credentials
 	// sourcePasswords holds the code sources' own passwords by index.
 	sourcePasswords map[int]string
 }
@@ -77,7 +77,7 @@ func (a *Activities) openSecrets(ctx context.Context, in RecordInput) (runSecret
 		return rs, fmt.Errorf("read the project's secrets: %w", err)
 	default:
 		rs.mask = append(rs.mask, creds.Secrets()...)
-		rs.scm = creds.SCM()
+		rs.project = *creds
 	}
 	ps, err := a.Store.PipelineSecrets(ctx, in.PipelineID)
 	switch {

@@ -155,7 +155,7 @@ func waitForRoom(ctx workflow.Context, in activities.RecordInput) (status, messa
 		WaitForCancellation: true,
 		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second},
 	})
-	err := workflow.ExecuteActivity(slotCtx, a.AcquireSlot, activities.SlotRequest{RecordID: in.RecordID, ProjectID: in.ProjectID, Created: in.StartTime}).Get(ctx, nil)
+	err := workflow.ExecuteActivity(slotCtx, a.AcquireSlot, activities.SlotRequest{RecordID: in.RecordID, ProjectID: in.ProjectID, Cloud: in.Cloud, Created: in.StartTime}).Get(ctx, nil)
 	switch {
 	case err == nil:
 		return "", ""
