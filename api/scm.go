@@ -42,8 +42,9 @@ func (h *handlers) projectSCM(ctx context.Context, p *model.Project) (scm.Provid
 	return prov, nil
 }
 
-// verifySCM checks a project's SCM credentials before they are saved. Credentials
-// left out of an update are the stored ones (old), when the SCM is unchanged. When
+// verifySCM checks a project's SCM credentials before they are saved. An update
+// that gives no new secret for the same SCM and user keeps the stored credentials,
+// checked when they were given: editing a project does not need the SCM up. When
 // the SCM exchanges a username and password for a token, the token replaces the
 // password, which is then not stored.
 func (h *handlers) verifySCM(ctx context.Context, p, old *model.Project) error {
@@ -53,13 +54,9 @@ func (h *handlers) verifySCM(ctx context.Context, p, old *model.Project) error {
 	cfg := scm.Config{Type: p.SCM.Type, Server: p.SCM.Server, Credentials: scm.Credentials{
 		Username: p.SCM.Username, Password: p.SCM.Password, Token: p.SCM.Token,
 	}}
-	if old != nil && old.SCM != nil && old.SCM.Type == p.SCM.Type && old.SCM.Server == p.SCM.Server &&
-		cfg.Password == "" && cfg.Token == "" {
-		creds, err := h.store.ProjectCredentials(ctx, old.ID)
-		if err != nil {
-			return err
-		}
-		cfg.Password, cfg.Token = creds.SCMPassword, creds.SCMToken
+	if cfg.Password == "" && cfg.Token == "" && old != nil && old.SCM != nil &&
+		old.SCM.Type == cfg.Type && old.SCM.Server == cfg.Server && old.SCM.Username == cfg.Username {
+		return nil
 	}
 	if cfg.Password == "" && cfg.Token == "" {
 		// A public repository needs none; the server URL is still checked.

@@ -73,7 +73,7 @@ func TestProjectSCMCredentialsVerified(t *testing.T) {
 	if err != nil || creds.SCMToken != "tok-good-s3cr3t" {
 		t.Fatalf("stored token changed by a refused update: %v", err)
 	}
-	// An update that leaves the token out is checked with the stored one.
+	// An update that leaves the token out keeps the stored one, checked when given.
 	wantStatus(t, env.Do("PUT", "/api/v1/projects/ok", scmProject("ok", "Github", gh.URL, map[string]any{"username": "bot", "description": "x"})), http.StatusOK)
 }
 
