@@ -56,6 +56,9 @@ type Record struct {
 	// QueuePosition is the record's place among the records waiting for room on its
 	// cloud (1: next to start), while it waits.
 	QueuePosition int64 `json:"queuePosition,omitempty" bson:"queuePosition,omitempty"`
+	// CountedLevel is how much of the record the store's derived data (day counters,
+	// recent-records summaries) already holds; the store alone reads and writes it.
+	CountedLevel int `json:"-" bson:"countedLevel,omitempty"`
 }
 
 // StageStatus holds one entry per stage the record performs.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
@@ -170,10 +171,17 @@ func (s *Store) UpdatePipeline(ctx context.Context, projectID, name string, p *m
 
 // DeletePipeline deletes a pipeline and its records.
 func (s *Store) DeletePipeline(ctx context.Context, id string) error {
+	p, err := s.GetPipelineByID(ctx, id)
+	if err != nil {
+		return err
+	}
 	if err := s.deleteLogs(ctx, "pipelineID", id); err != nil {
 		return err
 	}
 	if _, err := s.records.DeleteMany(ctx, bson.D{{Key: "pipelineID", Value: id}}); err != nil {
+		return err
+	}
+	if err := errors.Join(s.dropPipelineCounts(ctx, id), s.dropPipelineRecent(ctx, id), s.unlistPipeline(ctx, p)); err != nil {
 		return err
 	}
 	res, err := s.pipelines.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}})

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 
 	"github.com/google/uuid"
 	"go.mongodb.org/mongo-driver/bson"
@@ -153,6 +154,9 @@ func (s *Store) DeleteProject(ctx context.Context, id string) error {
 		return err
 	}
 	if _, err := s.records.DeleteMany(ctx, bson.D{{Key: "projectID", Value: id}}); err != nil {
+		return err
+	}
+	if err := errors.Join(s.dropProjectCounts(ctx, id), s.dropProjectRecent(ctx, id)); err != nil {
 		return err
 	}
 	if _, err := s.pipelines.DeleteMany(ctx, bson.D{{Key: "projectID", Value: id}}); err != nil {

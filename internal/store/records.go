@@ -2,9 +2,12 @@ package store
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/cycloneci/cyclone/internal/model"
@@ -14,14 +17,23 @@ var recordFilterFields = map[string]string{"status": "status", "trigger": "trigg
 
 var newestFirst = bson.D{{Key: "startTime", Value: -1}, {Key: "_id", Value: -1}}
 
-// CreateRecord inserts a record; the caller sets its ID (it is the workflow ID).
+// CreateRecord inserts a record; the caller sets its ID (it is the workflow ID). A
+// record with that ID already there is ErrConflict (a retried create: its derived
+// data is brought up to date all the same).
 func (s *Store) CreateRecord(ctx context.Context, r *model.Record) error {
 	if r.StartTime.IsZero() {
 		r.StartTime = now()
 	}
 	r.StartBucket = StartBucket(r.StartTime)
+	r.CountedLevel = countedNothing
 	_, err := s.records.InsertOne(ctx, r)
-	return writeErr(err)
+	if err = writeErr(err); err != nil && !errors.Is(err, ErrConflict) {
+		return err
+	}
+	if cerr := s.recordChanged(ctx, r.ID, levelOf(r.Status)); cerr != nil {
+		return cerr
+	}
+	return err
 }
 
 // GetRecord returns a record of a pipeline.
@@ -55,19 +67,22 @@ func (s *Store) ListUnfinishedRecords(ctx context.Context, after, before time.Ti
 	return items, err
 }
 
-// DeleteRecord deletes one record.
+// DeleteRecord deletes one record with its logs and its part of the derived data.
 func (s *Store) DeleteRecord(ctx context.Context, id string) error {
 	if err := s.deleteLogs(ctx, "recordID", id); err != nil {
 		return err
 	}
-	res, err := s.records.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}})
+	var gone model.Record
+	err := s.records.FindOneAndDelete(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&gone)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return ErrNotFound
+	}
 	if err != nil {
 		return err
 	}
-	if res.DeletedCount == 0 {
-		return ErrNotFound
-	}
-	return nil
+	return errors.Join(
+		s.countRecord(ctx, &gone, gone.CountedLevel, countedNothing),
+		s.forgetRecent(ctx, &gone))
 }
 
 // SetRecordRunning marks a record Running and, when name is not empty, names it.
@@ -143,7 +158,11 @@ func (s *Store) FinishRecord(ctx context.Context, id, status, errorMessage strin
 				bson.E{Key: "stageStatus." + st + ".endTime", Value: end})
 		}
 	}
-	return s.updateUnfinished(ctx, id, set)
+	if err := s.updateUnfinished(ctx, id, set); err != nil {
+		return err
+	}
+	// The record is terminal now, with this status or the one it already had.
+	return s.recordChanged(ctx, id, countedFinal)
 }
 
 // updateUnfinished applies set to a record that is not terminal yet.
@@ -154,6 +173,48 @@ func (s *Store) updateUnfinished(ctx context.Context, id string, set bson.D) err
 	}
 	_, err := s.records.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: set}}, options.Update())
 	return err
+}
+
+// The store keeps data derived from the records, read by _id alone so that reading
+// it costs the same however many records there are (the embedded FerretDB answers
+// any other query by reading the whole collection): per-day counters for the stats
+// (counters.go) and each pipeline's newest records (summaries.go). A record's
+// countedLevel says how much of it the derived data holds.
+const (
+	countedNothing = 0
+	countedTotal   = 1 // counted in its day's total
+	countedFinal   = 2 // also under its terminal status, and summarised final
+)
+
+// levelOf is the counted level a record with this status should reach.
+func levelOf(status string) int {
+	if model.IsTerminal(status) {
+		return countedFinal
+	}
+	return countedTotal
+}
+
+// recordChanged brings the derived data up to date with record id after a change
+// of status, towards level. Raising countedLevel and reading the record as it was
+// is one atomic step, so of concurrent or retried callers exactly one counts. A
+// crash between that step and the counters' update leaves the record uncounted
+// (RebuildDerived repairs it).
+func (s *Store) recordChanged(ctx context.Context, id string, level int) error {
+	var before model.Record
+	err := s.records.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: id}},
+		bson.D{{Key: "$max", Value: bson.D{{Key: "countedLevel", Value: level}}}},
+		options.FindOneAndUpdate().SetReturnDocument(options.Before)).Decode(&before)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil // deleted meanwhile: its deletion took care of the rest
+	}
+	if err != nil {
+		return fmt.Errorf("mark record %s counted: %w", id, err)
+	}
+	var errs []error
+	if level > before.CountedLevel {
+		errs = append(errs, s.countRecord(ctx, &before, before.CountedLevel, level))
+	}
+	return errors.Join(append(errs, s.noteRecent(ctx, &before))...)
 }
 
 func unfinishedStages(ss *model.StageStatus) []string {

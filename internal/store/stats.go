@@ -213,46 +213,35 @@ func (s *Store) ensureStatsIndexes(ctx context.Context) error {
 			return fmt.Errorf("create index on %s: %w", s.records.Name(), err)
 		}
 	}
-	return s.backfillStartBuckets(ctx)
-}
-
-// backfillStartBuckets sets startBucket on records that lack it. A marker document
-// makes it run once per database rather than scan the records at every start.
-func (s *Store) backfillStartBuckets(ctx context.Context) error {
-	const marker = "records.startBucket"
-	migrations := s.db.Collection("migrations")
-	err := migrations.FindOne(ctx, bson.D{{Key: "_id", Value: marker}}).Err()
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, mongo.ErrNoDocuments) {
-		return fmt.Errorf("read migrations: %w", err)
-	}
-	missing := bson.D{{Key: "startBucket", Value: bson.D{{Key: "$exists", Value: false}}}}
-	cur, err := s.records.Find(ctx, missing, options.Find().SetProjection(bson.D{{Key: "startTime", Value: 1}}))
-	if err != nil {
-		return fmt.Errorf("find records without startBucket: %w", err)
-	}
-	defer cur.Close(ctx)
-	for cur.Next(ctx) {
-		var r struct {
-			ID        string    `bson:"_id"`
-			StartTime time.Time `bson:"startTime"`
-		}
-		if err := cur.Decode(&r); err != nil {
-			return err
-		}
-		set := bson.D{{Key: "$set", Value: bson.D{{Key: "startBucket", Value: StartBucket(r.StartTime)}}}}
-		if _, err := s.records.UpdateOne(ctx, bson.D{{Key: "_id", Value: r.ID}}, set); err != nil {
-			return fmt.Errorf("backfill startBucket of record %s: %w", r.ID, err)
-		}
-	}
-	if err := cur.Err(); err != nil {
+	if err := s.backfillStartBuckets(ctx); err != nil {
 		return err
 	}
-	_, err = migrations.InsertOne(ctx, bson.D{{Key: "_id", Value: marker}, {Key: "doneAt", Value: now()}})
-	if errors.Is(writeErr(err), ErrConflict) {
-		return nil // another server finished it at the same time
-	}
-	return err
+	return s.ensureDerived(ctx)
+}
+
+// backfillStartBuckets sets startBucket on records that lack it (written before it
+// existed), once per database.
+func (s *Store) backfillStartBuckets(ctx context.Context) error {
+	return s.migrateOnce(ctx, "records.startBucket", func(ctx context.Context) error {
+		missing := bson.D{{Key: "startBucket", Value: bson.D{{Key: "$exists", Value: false}}}}
+		cur, err := s.records.Find(ctx, missing, options.Find().SetProjection(bson.D{{Key: "startTime", Value: 1}}))
+		if err != nil {
+			return fmt.Errorf("find records without startBucket: %w", err)
+		}
+		defer cur.Close(ctx)
+		for cur.Next(ctx) {
+			var r struct {
+				ID        string    `bson:"_id"`
+				StartTime time.Time `bson:"startTime"`
+			}
+			if err := cur.Decode(&r); err != nil {
+				return err
+			}
+			set := bson.D{{Key: "$set", Value: bson.D{{Key: "startBucket", Value: StartBucket(r.StartTime)}}}}
+			if _, err := s.records.UpdateOne(ctx, bson.D{{Key: "_id", Value: r.ID}}, set); err != nil {
+				return fmt.Errorf("backfill startBucket of record %s: %w", r.ID, err)
+			}
+		}
+		return cur.Err()
+	})
 }

@@ -1,0 +1,58 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+)
+
+// derivedMarker names the migration that built the derived data of records written
+// before the store kept it.
+const derivedMarker = "records.derived.v1"
+
+// RebuildDerived recomputes all data derived from the records (day counters,
+// recent-records summaries, pipeline directories) from the records themselves. It
+// reads every record; the store runs it once per database, and an operator may run
+// it again to repair counts a crash left behind.
+func (s *Store) RebuildDerived(ctx context.Context) error {
+	if err := s.rebuildCounts(ctx); err != nil {
+		return fmt.Errorf("rebuild record counters: %w", err)
+	}
+	if err := s.rebuildRecent(ctx); err != nil {
+		return fmt.Errorf("rebuild recent-records summaries: %w", err)
+	}
+	if err := s.rebuildDirectories(ctx); err != nil {
+		return fmt.Errorf("rebuild pipeline directories: %w", err)
+	}
+	return nil
+}
+
+// ensureDerived builds the derived data once per database.
+func (s *Store) ensureDerived(ctx context.Context) error {
+	return s.migrateOnce(ctx, derivedMarker, s.RebuildDerived)
+}
+
+// migrateOnce runs migrate unless a marker document says it ran in this database,
+// and then writes the marker, so a migration that scans the records runs once
+// rather than at every start.
+func (s *Store) migrateOnce(ctx context.Context, marker string, migrate func(context.Context) error) error {
+	migrations := s.db.Collection("migrations")
+	err := migrations.FindOne(ctx, bson.D{{Key: "_id", Value: marker}}).Err()
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, mongo.ErrNoDocuments) {
+		return fmt.Errorf("read migrations: %w", err)
+	}
+	if err := migrate(ctx); err != nil {
+		return err
+	}
+	_, err = migrations.InsertOne(ctx, bson.D{{Key: "_id", Value: marker}, {Key: "doneAt", Value: now()}})
+	if errors.Is(writeErr(err), ErrConflict) {
+		return nil // another server finished it at the same time
+	}
+	return err
+}
