@@ -125,8 +125,10 @@ func (s *Store) CreatePipeline(ctx context.Context, p *model.Pipeline) error {
 	if err := s.sealPipeline(p, nil); err != nil {
 		return err
 	}
-	_, err := s.pipelines.InsertOne(ctx, p)
-	return writeErr(err)
+	if _, err := s.pipelines.InsertOne(ctx, p); err != nil {
+		return writeErr(err)
+	}
+	return s.listPipeline(ctx, p)
 }
 
 // GetPipeline returns the pipeline called name in a project.
@@ -139,8 +141,12 @@ func (s *Store) GetPipelineByID(ctx context.Context, id string) (*model.Pipeline
 	return findOne[model.Pipeline](ctx, s.pipelines, bson.D{{Key: "_id", Value: id}})
 }
 
-// ListPipelines lists a project's pipelines by name.
+// ListPipelines lists a project's pipelines by name. Without a filter it reads the
+// project's pipeline directory and the page's pipelines by ID.
 func (s *Store) ListPipelines(ctx context.Context, projectID string, o ListOptions) ([]*model.Pipeline, int64, error) {
+	if len(o.Filter) == 0 {
+		return s.directoryPage(ctx, projectID, o)
+	}
 	filter, err := buildFilter(bson.D{{Key: "projectID", Value: projectID}}, o.Filter, pipelineFilterFields)
 	if err != nil {
 		return nil, 0, err
@@ -166,7 +172,10 @@ func (s *Store) UpdatePipeline(ctx context.Context, projectID, name string, p *m
 	if res.MatchedCount == 0 {
 		return ErrNotFound
 	}
-	return nil
+	if p.Name == old.Name {
+		return nil
+	}
+	return s.listPipeline(ctx, p)
 }
 
 // DeletePipeline deletes a pipeline and its records.
