@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -117,7 +118,36 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
+// collections are every collection the store uses. They are created at Open, before
+// any is written, so whoever adds indexes after Open (the embedded FerretDB's _id
+// lookups, devstack.IndexIDLookups) finds them all.
+var collections = []string{
+	"projects", "pipelines", "records", "logs", "logHeads", "meta", "migrations", "tokens", "clouds",
+	"integrations", "slots", "counters", "recordCounts", "recentRecords", "pipelineDirectories",
+}
+
+// ensureCollections creates the collections that do not exist yet.
+func (s *Store) ensureCollections(ctx context.Context) error {
+	existing, err := s.db.ListCollectionNames(ctx, bson.D{})
+	if err != nil {
+		return fmt.Errorf("list collections: %w", err)
+	}
+	for _, name := range collections {
+		if slices.Contains(existing, name) {
+			continue
+		}
+		var cmdErr mongo.CommandError
+		if err := s.db.CreateCollection(ctx, name); err != nil && !(errors.As(err, &cmdErr) && cmdErr.Code == 48) { // NamespaceExists: created meanwhile
+			return fmt.Errorf("create collection %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
 func (s *Store) ensureIndexes(ctx context.Context) error {
+	if err := s.ensureCollections(ctx); err != nil {
+		return err
+	}
 	unique := options.Index().SetUnique(true)
 	specs := []struct {
 		coll  *mongo.Collection

@@ -6,9 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"testing"
 	"time"
+
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/cycloneci/cyclone/internal/model"
 	"github.com/cycloneci/cyclone/internal/store"
@@ -209,5 +216,38 @@ func TestPipelineDirectory(t *testing.T) {
 	}
 	if got, total, _ := st.ListPipelines(ctx, "y", store.ListOptions{}); total != 1 || len(got) != 1 {
 		t.Fatalf("the other project's pipelines: %v %d", got, total)
+	}
+}
+
+// Every collection the store's code names exists right after Open (so the embedded
+// store's _id-lookup indexes, added after Open, cover them all).
+func TestOpenCreatesEveryCollection(t *testing.T) {
+	_, uri := startStore(t)
+	c, err := mongo.Connect(context.Background(), options.Client().ApplyURI(uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(context.Background())
+	have, err := c.Database("cyclone").ListCollectionNames(context.Background(), bson.D{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob("*.go")
+	named := regexp.MustCompile(`Collection\("([A-Za-z]+)"\)`)
+	seen := 0
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range named.FindAllStringSubmatch(string(src), -1) {
+			seen++
+			if !slices.Contains(have, m[1]) {
+				t.Errorf("%s uses collection %q, which Open did not create (have %v)", f, m[1], have)
+			}
+		}
+	}
+	if seen < 10 {
+		t.Fatalf("found only %d collection names in the sources", seen)
 	}
 }
