@@ -104,6 +104,19 @@ func (a *Activities) AcquireSlot(ctx context.Context, req SlotRequest) error {
 	}
 }
 
+// CloudLimit is how many records may run at once on the cloud (RecordInput.Cloud;
+// "" is the default cloud); 0: no limit, or no queues on this worker. A record of
+// a cloud without a limit starts at once, as AcquireSlot would let it.
+func (a *Activities) CloudLimit(ctx context.Context, cloud string) (int, error) {
+	if a.Slots == nil {
+		return 0, nil
+	}
+	if cloud == "" {
+		cloud = model.DefaultCloudName
+	}
+	return a.cloudLimit(ctx, cloud), nil
+}
+
 // ReleaseSlot gives the record's room on its cloud to the next record waiting.
 func (a *Activities) ReleaseSlot(ctx context.Context, recordID string) error {
 	if a.Slots == nil {

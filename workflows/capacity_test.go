@@ -34,6 +34,7 @@ func (s *RecordSuite) mockSlots(acquire func(ctx context.Context, req activities
 // TestWaitsForRoomFirst: the record waits for room before it is marked Running and
 // gives the room back after its environment is torn down, before it is finished.
 func (s *RecordSuite) TestWaitsForRoomFirst() {
+	s.cloudLimit = 2
 	s.mockSlots(func(context.Context, activities.SlotRequest) error { return nil })
 	s.Require().NoError(s.run(recordInput(model.StageCodeCheckout)))
 	s.Equal([]string{"AcquireSlot", "RecordStarted", "SetupEnvironment", "RunStage:codeCheckout", "TeardownEnvironment",
@@ -43,6 +44,7 @@ func (s *RecordSuite) TestWaitsForRoomFirst() {
 // TestCancelWhileQueued: a record cancelled while it waits for room ends Aborted
 // without starting, and gives its place up.
 func (s *RecordSuite) TestCancelWhileQueued() {
+	s.cloudLimit = 1
 	entered := make(chan struct{})
 	release := make(chan struct{})
 	s.T().Cleanup(func() { close(release) })
@@ -63,4 +65,18 @@ func (s *RecordSuite) TestCancelWhileQueued() {
 	err := s.run(recordInput(model.StageCodeCheckout))
 	s.True(temporal.IsCanceledError(err), "workflow error %v is not a cancellation", err)
 	s.Equal([]string{"AcquireSlot", "ReleaseSlot", "FinishRecord:" + model.StatusAborted}, s.calls())
+}
+
+// TestNoLimitNoWait: on a cloud without a limit the record neither waits for room
+// nor gives any back: one look at the limit, then it starts.
+func (s *RecordSuite) TestNoLimitNoWait() {
+	a := &activities.Activities{}
+	s.env.OnActivity(a.AcquireSlot, mock.Anything, mock.Anything).Return(
+		func(context.Context, activities.SlotRequest) error { s.add("AcquireSlot"); return nil }).Maybe()
+	s.env.OnActivity(a.ReleaseSlot, mock.Anything, mock.Anything).Return(
+		func(context.Context, string) error { s.add("ReleaseSlot"); return nil }).Maybe()
+	s.Require().NoError(s.run(recordInput(model.StageCodeCheckout)))
+	s.Equal(1, s.limitAsked)
+	s.Equal([]string{"RecordStarted", "SetupEnvironment", "RunStage:codeCheckout", "TeardownEnvironment",
+		"FinishRecord:" + model.StatusSuccess}, s.calls())
 }

@@ -61,7 +61,26 @@ func PipelineRecord(ctx workflow.Context, in activities.RecordInput) error {
 	var status, message string
 	// Records wait for room on their cloud before they start (issue 8, capacity).
 	queued := workflow.GetVersion(ctx, CapacityQueueChange, workflow.DefaultVersion, 1) == 1
-	if queued {
+	// From LocalEnvironmentChange on, the record asks its cloud's limit first (a
+	// local activity) and waits only on a limited cloud, and its environment is set
+	// up (and, on the workflow's own queue, torn down) by local activities.
+	local := queued && workflow.GetVersion(ctx, LocalEnvironmentChange, workflow.DefaultVersion, 1) == 1
+	waited := queued
+	if local {
+		var limit int
+		err := workflow.ExecuteLocalActivity(projection, a.CloudLimit, in.Cloud).Get(ctx, &limit)
+		switch {
+		case err != nil && isCancel(ctx):
+			status, waited = model.StatusAborted, false
+		case err != nil || limit > 0:
+			// A limited cloud (or one whose limit is not known): wait as before.
+			status, message = waitForRoom(ctx, in)
+		default:
+			// No limit: the record runs at once and takes no place, as AcquireSlot
+			// would have decided; there is nothing to give back either.
+			waited = false
+		}
+	} else if queued {
 		status, message = waitForRoom(ctx, in)
 	}
 	if status == "" {
@@ -71,10 +90,10 @@ func PipelineRecord(ctx workflow.Context, in activities.RecordInput) error {
 			}
 			status = model.StatusAborted
 		} else {
-			status, message = runStages(ctx, in)
+			status, message = runStages(ctx, in, local)
 		}
 	}
-	if queued {
+	if waited {
 		// The environment is torn down: the next record may start. A failed release
 		// is pruned by whoever waits behind this record.
 		releaseCtx, _ := workflow.NewDisconnectedContext(projection)
@@ -134,6 +153,12 @@ func scmFollowUp(ctx workflow.Context, in activities.RecordInput, status, messag
 // from version 1 on, a record waits for room on its cloud before it starts.
 const CapacityQueueChange = "capacity-queue"
 
+// LocalEnvironmentChange is the workflow.GetVersion change ID from which a record
+// checks its cloud's limit with a local activity (and waits for room only when
+// there is one), sets its environment up with a local activity, and tears it down
+// with one when its stages run on the workflow's own task queue (a single worker).
+const LocalEnvironmentChange = "local-environment"
+
 // slotWaitTimeout bounds one attempt at waiting for room; the wait itself is
 // retried without end, so a long queue never fails a record.
 const slotWaitTimeout = 7 * 24 * time.Hour
@@ -167,24 +192,42 @@ func waitForRoom(ctx workflow.Context, in activities.RecordInput) (status, messa
 
 // runStages sets up the record's environment, runs the stages and tears the
 // environment down. It returns the record's final status and error message.
-func runStages(ctx workflow.Context, in activities.RecordInput) (status, message string) {
+//
+// With local set (LocalEnvironmentChange), a record of the default cloud is set up
+// by a local activity: on the worker running the workflow task, which hands its own
+// task queue to the stages exactly as a SetupEnvironment activity picked up by any
+// worker would, without a round trip through the server.
+func runStages(ctx workflow.Context, in activities.RecordInput, local bool) (status, message string) {
 	var a *activities.Activities
+	setupRetry := &temporal.RetryPolicy{MaximumAttempts: 5}
 	setupCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: setupTimeout,
-		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 5},
+		RetryPolicy:         setupRetry,
 		// A cancel during setup must wait for it, so the teardown below sees what
 		// setup made instead of leaking it.
 		WaitForCancellation: true,
 	})
-	cloudQueue := in.SetupTaskQueue(workflow.GetInfo(ctx).TaskQueueName)
+	workflowQueue := workflow.GetInfo(ctx).TaskQueueName
+	cloudQueue := in.SetupTaskQueue(workflowQueue)
 	if cloudQueue != "" {
 		// A worker serving the project's cloud sets the environment up; the
 		// stages follow it there. None coming fails the record, saying so.
 		setupCtx = workflow.WithTaskQueue(setupCtx, cloudQueue)
 		setupCtx = workflow.WithScheduleToStartTimeout(setupCtx, workerPickupTimeout)
 	}
+	var setup workflow.Future
+	if local && cloudQueue == "" {
+		// A local activity's cancellation waits for it to return, as
+		// WaitForCancellation does above.
+		setup = workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+			StartToCloseTimeout: setupTimeout,
+			RetryPolicy:         setupRetry,
+		}), a.SetupEnvironment, in.ExecutorRecord())
+	} else {
+		setup = workflow.ExecuteActivity(setupCtx, a.SetupEnvironment, in.ExecutorRecord())
+	}
 	var env activities.Environment
-	if err := workflow.ExecuteActivity(setupCtx, a.SetupEnvironment, in.ExecutorRecord()).Get(ctx, &env); err != nil {
+	if err := setup.Get(ctx, &env); err != nil {
 		var timeout *temporal.TimeoutError
 		switch {
 		case isCancel(ctx):
@@ -216,6 +259,16 @@ func runStages(ctx workflow.Context, in activities.RecordInput) (status, message
 	})
 	defer func() {
 		teardownCtx, _ := workflow.NewDisconnectedContext(stageCtx)
+		if local && env.TaskQueue == workflowQueue {
+			// The stages ran on the workflow's own queue: any worker running this
+			// workflow holds the environment, this one included.
+			teardownCtx = workflow.WithLocalActivityOptions(teardownCtx, workflow.LocalActivityOptions{
+				StartToCloseTimeout: setupTimeout,
+				RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second, MaximumAttempts: 8},
+			})
+			_ = workflow.ExecuteLocalActivity(teardownCtx, a.TeardownEnvironment, env.Env).Get(teardownCtx, nil)
+			return
+		}
 		teardownCtx = workflow.WithHeartbeatTimeout(teardownCtx, 0)
 		teardownCtx = workflow.WithStartToCloseTimeout(teardownCtx, setupTimeout)
 		_ = workflow.ExecuteActivity(teardownCtx, a.TeardownEnvironment, env.Env).Get(teardownCtx, nil)
@@ -251,6 +304,10 @@ func isCancel(ctx workflow.Context) bool {
 	return errors.Is(ctx.Err(), workflow.ErrCanceled)
 }
 
+// infrastructureMessage is what the record says about a failure that is not the
+// user's.
+const infrastructureMessage = "infrastructure error, retries exhausted (details in the run's Temporal history)"
+
 // errMessage is what the record says about a failed activity. A user's failure
 // (a command's exit code, a missing ref) is told as is; an infrastructure error is
 // not, because its text names the engine's hosts and internals: operators find it in
@@ -262,11 +319,17 @@ func errMessage(err error) string {
 		case activities.ErrTypeStepFailed, activities.ErrTypeNotImplemented, activities.ErrTypeSCM:
 			return appErr.Message()
 		}
-		return "infrastructure error, retries exhausted (details in the run's Temporal history)"
+		return infrastructureMessage
 	}
 	var timeoutErr *temporal.TimeoutError
 	if errors.As(err, &timeoutErr) {
 		return "timed out (" + timeoutErr.TimeoutType().String() + ")"
+	}
+	var actErr *temporal.ActivityError
+	if errors.As(err, &actErr) {
+		// Any other failure of an activity (a panic, a local activity's plain
+		// error) is the infrastructure's too.
+		return infrastructureMessage
 	}
 	return err.Error()
 }

@@ -58,6 +58,10 @@ type RecordSuite struct {
 	runStage    func(ctx context.Context, in activities.StageInput) error
 	setup       func(ctx context.Context, rec executor.Record) (activities.Environment, error)
 	teardownErr error
+	cloudLimit  int // what the CloudLimit local activity answers
+	limitAsked  int
+	localSetup    []bool // whether each SetupEnvironment attempt was a local activity
+	localTeardown []bool // the same for TeardownEnvironment
 }
 
 func TestRecordSuite(t *testing.T) {
@@ -67,6 +71,7 @@ func TestRecordSuite(t *testing.T) {
 func (s *RecordSuite) SetupTest() {
 	s.log, s.stages, s.finishes, s.teardown, s.setupQ = nil, nil, nil, nil, nil
 	s.teardownErr = nil
+	s.cloudLimit, s.limitAsked, s.localSetup, s.localTeardown = 0, 0, nil, nil
 	s.runStage = func(context.Context, activities.StageInput) error { return nil }
 	s.setup = func(_ context.Context, rec executor.Record) (activities.Environment, error) {
 		return activities.Environment{
@@ -90,11 +95,20 @@ func (s *RecordSuite) SetupTest() {
 			}
 			return nil
 		}).Maybe()
+	s.env.OnActivity(a.CloudLimit, mock.Anything, mock.Anything).Return(
+		func(ctx context.Context, cloud string) (int, error) {
+			// Not logged: a look at the store, not a step of the record.
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.limitAsked++
+			return s.cloudLimit, nil
+		}).Maybe()
 	s.env.OnActivity(a.SetupEnvironment, mock.Anything, mock.Anything).Return(
 		func(ctx context.Context, rec executor.Record) (activities.Environment, error) {
 			s.mu.Lock()
 			s.log = append(s.log, "SetupEnvironment")
 			s.setupQ = append(s.setupQ, activity.GetInfo(ctx).TaskQueue)
+			s.localSetup = append(s.localSetup, activity.GetInfo(ctx).IsLocalActivity)
 			s.mu.Unlock()
 			return s.setup(ctx, rec)
 		}).Maybe()
@@ -112,6 +126,7 @@ func (s *RecordSuite) SetupTest() {
 			s.mu.Lock()
 			s.log = append(s.log, "TeardownEnvironment")
 			s.teardown = append(s.teardown, activity.GetInfo(ctx).TaskQueue)
+			s.localTeardown = append(s.localTeardown, activity.GetInfo(ctx).IsLocalActivity)
 			s.mu.Unlock()
 			if env.Record.ID != "rec-1" {
 				return fmt.Errorf("teardown of %+v: not the record's environment", env)
@@ -519,5 +534,30 @@ func (s *RecordSuite) TestTeardownFailureDoesNotFailRecord() {
 	s.teardownErr = errors.New("docker: connection refused")
 	s.NoError(s.run(recordInput(model.StageCodeCheckout)))
 	s.Equal(slices.Repeat([]string{stageQueue}, 8), s.teardown)
+	s.Equal(model.StatusSuccess, s.finished().status)
+}
+
+// TestLocalEnvironment: the environment is set up by a local activity; when the
+// stages run on the workflow's own task queue (a single worker) it is torn down by
+// one too, and otherwise by an activity on the environment's queue.
+func (s *RecordSuite) TestLocalEnvironment() {
+	s.NoError(s.run(recordInput(model.StageCodeCheckout)))
+	s.Equal([]bool{true}, s.localSetup)
+	s.Equal([]bool{false}, s.localTeardown)
+	s.Equal([]string{stageQueue}, s.teardown)
+}
+
+func (s *RecordSuite) TestLocalTeardownOnWorkflowQueue() {
+	s.setup = func(ctx context.Context, rec executor.Record) (activities.Environment, error) {
+		return activities.Environment{
+			Env:       executor.Environment{Record: rec, Workspace: "/ws/" + rec.ID},
+			TaskQueue: activity.GetInfo(ctx).TaskQueue, // the single worker's queue
+		}, nil
+	}
+	s.NoError(s.run(recordInput(model.StageCodeCheckout, model.StageUnitTest)))
+	s.Equal([]bool{true}, s.localSetup)
+	s.Equal([]bool{true}, s.localTeardown)
+	s.Equal([]string{"RecordStarted", "SetupEnvironment", "RunStage:codeCheckout", "RunStage:unitTest",
+		"TeardownEnvironment", "FinishRecord:" + model.StatusSuccess}, s.calls())
 	s.Equal(model.StatusSuccess, s.finished().status)
 }
