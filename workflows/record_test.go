@@ -55,11 +55,11 @@ type RecordSuite struct {
 	teardown []string // task queue of each TeardownEnvironment attempt
 	setupQ   []string // task queue of each SetupEnvironment attempt
 
-	runStage    func(ctx context.Context, in activities.StageInput) error
-	setup       func(ctx context.Context, rec executor.Record) (activities.Environment, error)
-	teardownErr error
-	cloudLimit  int // what the CloudLimit local activity answers
-	limitAsked  int
+	runStage      func(ctx context.Context, in activities.StageInput) error
+	setup         func(ctx context.Context, rec executor.Record) (activities.Environment, error)
+	teardownErr   error
+	cloudLimit    int // what the CloudLimit local activity answers
+	limitAsked    int
 	localSetup    []bool // whether each SetupEnvironment attempt was a local activity
 	localTeardown []bool // the same for TeardownEnvironment
 }
