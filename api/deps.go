@@ -31,7 +31,7 @@ type Store interface {
 	GetRecord(ctx context.Context, pipelineID, id string) (*model.Record, error)
 	ListRecords(ctx context.Context, pipelineID string, o store.ListOptions) ([]*model.Record, int64, error)
 	RecentRecords(ctx context.Context, pipelineID, status string, n int64) ([]*model.Record, error)
-	RecentRecordsOf(ctx context.Context, pipelineIDs []string, status string, n int64) (map[string][]*model.Record, error)
+	ListPipelinesRecent(ctx context.Context, projectID string, o store.ListOptions, rc store.RecentCounts) ([]*model.ListedPipeline, int64, error)
 	DeleteRecord(ctx context.Context, id string) error
 	RecordStats(ctx context.Context, q store.StatsQuery) ([]store.DayStats, error)
 }

@@ -43,38 +43,13 @@ func (h *handlers) listPipelines(c echo.Context) error {
 			return err
 		}
 	}
-	ctx := c.Request().Context()
-	pipelines, total, err := h.store.ListPipelines(ctx, proj.ID, o)
+	rc := store.RecentCounts{All: recent["recentCount"], Success: recent["recentSuccessCount"], Failed: recent["recentFailedCount"]}
+	items, total, err := h.store.ListPipelinesRecent(c.Request().Context(), proj.ID, o, rc)
 	if err != nil {
 		return err
 	}
-	items := make([]*model.ListedPipeline, 0, len(pipelines))
-	ids := make([]string, 0, len(pipelines))
-	for _, p := range pipelines {
-		p.Redact()
-		items = append(items, &model.ListedPipeline{Pipeline: p})
-		ids = append(ids, p.ID)
-	}
-	// The page's recent records are read for all its pipelines at once.
-	for _, q := range []struct {
-		n      int64
-		status string
-		dst    func(*model.ListedPipeline) *[]*model.Record
-	}{
-		{recent["recentCount"], "", func(lp *model.ListedPipeline) *[]*model.Record { return &lp.RecentRecords }},
-		{recent["recentSuccessCount"], model.StatusSuccess, func(lp *model.ListedPipeline) *[]*model.Record { return &lp.RecentSuccessRecords }},
-		{recent["recentFailedCount"], model.StatusFailed, func(lp *model.ListedPipeline) *[]*model.Record { return &lp.RecentFailedRecords }},
-	} {
-		if q.n == 0 || len(ids) == 0 {
-			continue
-		}
-		recs, err := h.store.RecentRecordsOf(ctx, ids, q.status, q.n)
-		if err != nil {
-			return err
-		}
-		for _, lp := range items {
-			*q.dst(lp) = recs[lp.ID]
-		}
+	for _, lp := range items {
+		lp.Redact()
 	}
 	return renderList(c, items, total)
 }

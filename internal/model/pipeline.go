@@ -433,6 +433,18 @@ type ListedPipeline struct {
 	RecentFailedRecords  []*Record `json:"recentFailedRecords,omitempty"`
 }
 
+// RecentOf is the list of recent records of a status: "" for every status,
+// StatusSuccess or StatusFailed.
+func (lp *ListedPipeline) RecentOf(status string) *[]*Record {
+	switch status {
+	case StatusSuccess:
+		return &lp.RecentSuccessRecords
+	case StatusFailed:
+		return &lp.RecentFailedRecords
+	}
+	return &lp.RecentRecords
+}
+
 // ConfigTemplate is a starting point for a pipeline of one build tool.
 type ConfigTemplate struct {
 	Name                 string `json:"name"`

@@ -128,7 +128,7 @@ func (s *Store) CreatePipeline(ctx context.Context, p *model.Pipeline) error {
 	if _, err := s.pipelines.InsertOne(ctx, p); err != nil {
 		return writeErr(err)
 	}
-	return s.listPipeline(ctx, p)
+	return errors.Join(s.cardPipeline(ctx, p), s.listPipeline(ctx, p))
 }
 
 // GetPipeline returns the pipeline called name in a project.
@@ -141,12 +141,21 @@ func (s *Store) GetPipelineByID(ctx context.Context, id string) (*model.Pipeline
 	return findOne[model.Pipeline](ctx, s.pipelines, bson.D{{Key: "_id", Value: id}})
 }
 
-// ListPipelines lists a project's pipelines by name. Without a filter it reads the
-// project's pipeline directory and the page's pipelines by ID.
+// ListPipelines lists a project's pipelines by name (see ListPipelinesRecent).
 func (s *Store) ListPipelines(ctx context.Context, projectID string, o ListOptions) ([]*model.Pipeline, int64, error) {
-	if len(o.Filter) == 0 {
-		return s.directoryPage(ctx, projectID, o)
+	listed, total, err := s.ListPipelinesRecent(ctx, projectID, o, RecentCounts{})
+	if err != nil {
+		return nil, 0, err
 	}
+	pipelines := make([]*model.Pipeline, len(listed))
+	for i, lp := range listed {
+		pipelines[i] = lp.Pipeline
+	}
+	return pipelines, total, nil
+}
+
+// listPipelinesQuery lists a project's pipelines by name with a query.
+func (s *Store) listPipelinesQuery(ctx context.Context, projectID string, o ListOptions) ([]*model.Pipeline, int64, error) {
 	filter, err := buildFilter(bson.D{{Key: "projectID", Value: projectID}}, o.Filter, pipelineFilterFields)
 	if err != nil {
 		return nil, 0, err
@@ -173,9 +182,9 @@ func (s *Store) UpdatePipeline(ctx context.Context, projectID, name string, p *m
 		return ErrNotFound
 	}
 	if p.Name == old.Name {
-		return nil
+		return s.cardPipeline(ctx, p)
 	}
-	return s.listPipeline(ctx, p)
+	return errors.Join(s.cardPipeline(ctx, p), s.listPipeline(ctx, p))
 }
 
 // DeletePipeline deletes a pipeline and its records.

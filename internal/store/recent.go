@@ -50,18 +50,15 @@ func (s *Store) RecentRecords(ctx context.Context, pipelineID, status string, n 
 }
 
 // RecentRecordsOf is RecentRecords for many pipelines, by pipeline ID (a pipeline
-// without such records has none in the map). Up to recentKept records of every
-// status, Success or Failed come from the pipelines' summaries (summaries.go). For
-// more, on MongoDB it runs one indexed query per pipeline (each reads n records); on
-// a server that scans every query (FerretDB) it reads the pipelines' records in one
-// query, one scan instead of one per pipeline, and keeps the n newest of each.
+// without such records has none in the map), read from the records (the pipeline
+// list reads up to recentKept of them from the pipelines' cards instead). On MongoDB
+// it runs one indexed query per pipeline (each reads n records); on a server that
+// scans every query (FerretDB) it reads the pipelines' records in one query, one
+// scan instead of one per pipeline, and keeps the n newest of each.
 func (s *Store) RecentRecordsOf(ctx context.Context, pipelineIDs []string, status string, n int64) (map[string][]*model.Record, error) {
 	out := make(map[string][]*model.Record, len(pipelineIDs))
 	if n <= 0 || len(pipelineIDs) == 0 {
 		return out, nil
-	}
-	if kind, ok := kindOf(status); ok && n <= recentKept {
-		return s.recentFromSummaries(ctx, pipelineIDs, kind, n)
 	}
 	if !s.scansQueries(ctx) {
 		for _, id := range pipelineIDs {

@@ -123,7 +123,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // lookups, devstack.IndexIDLookups) finds them all.
 var collections = []string{
 	"projects", "pipelines", "records", "logs", "logHeads", "meta", "migrations", "tokens", "clouds",
-	"integrations", "slots", "counters", "recordCounts", "recentRecords", "pipelineDirectories",
+	"integrations", "slots", "counters", "recordCounts", "pipelineCards", "pipelineDirectories",
 }
 
 // ensureCollections creates the collections that do not exist yet.

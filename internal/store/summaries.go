@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
@@ -17,38 +18,55 @@ import (
 	"github.com/cycloneci/cyclone/internal/model"
 )
 
-// Each pipeline's newest records, kept ready for the pipeline list
-// (recentCount, recentSuccessCount, recentFailedCount): one summary document per
-// pipeline and kind (every status, Success, Failed), addressed by _id, holding the
-// kind's recentKept newest records as they were last noted. A finished record does
-// not change any more, so its copy is exact; a record still Pending or Running is
-// read again when a summary is read. Reading a page of pipelines' recent records
-// then costs one lookup per pipeline, however many records they have.
+// Pipeline cards: what the pipeline list shows of each pipeline, in one document per
+// pipeline addressed by _id: the pipeline itself and its newest records of every
+// status, Success and Failed (recentKept of each, as they were last noted). A
+// finished record does not change any more, so its copy is exact; a record still
+// Pending or Running is read again when a card is read. A page of the list then
+// costs a lookup of the project's directory and one per pipeline shown, however
+// many pipelines and records there are. (The embedded FerretDB reads the whole
+// collection for any query but a lone _id equality.)
 
-// recentKept is how many of its newest records a summary keeps. Lists asking for more
-// read the records themselves.
+// recentKept is how many of its newest records of each kind a card keeps. Lists
+// asking for more read the records themselves.
 const recentKept = 10
 
-// recentAll is the kind of summary that holds records of every status.
+// recentAll is the kind of recent records of every status.
 const recentAll = "all"
 
-// recentSummary is a pipeline's newest records of one kind. Records maps an encoded
-// record ID (see recentKey) to the record.
-type recentSummary struct {
-	ID         string                   `bson:"_id"`
-	PipelineID string                   `bson:"pipelineID"`
-	ProjectID  string                   `bson:"projectID"`
-	Records    map[string]*model.Record `bson:"records"`
+// recentKindsListed are the kinds of recent records a card keeps.
+var recentKindsListed = []string{recentAll, model.StatusSuccess, model.StatusFailed}
+
+// pipelineCard is a pipeline as the list shows it. Pipeline is the stored pipeline
+// (secrets sealed) encoded; Recent maps a kind to its records by encoded record ID
+// (see recentKey).
+type pipelineCard struct {
+	ID        string                            `bson:"_id"`
+	ProjectID string                            `bson:"projectID"`
+	Pipeline  []byte                            `bson:"pipeline,omitempty"`
+	Recent    map[string]map[string]recentEntry `bson:"recent"`
 }
 
-func (s *Store) recentSummaries() *mongo.Collection { return s.db.Collection("recentRecords") }
+// recentEntry is a record in a card: what orders it, and the record itself encoded
+// as one opaque value (FerretDB's cost of reading a document grows with its number
+// of fields; cards of whole records read field by field took ten times as long).
+type recentEntry struct {
+	ID        string    `bson:"id"`
+	StartTime time.Time `bson:"startTime"`
+	Doc       []byte    `bson:"doc"`
+}
 
-func recentID(pipelineID, kind string) string { return pipelineID + "/" + kind }
+func newRecentEntry(r *model.Record) (recentEntry, error) {
+	doc, err := bson.Marshal(r)
+	return recentEntry{ID: r.ID, StartTime: r.StartTime, Doc: doc}, err
+}
+
+func (s *Store) cards() *mongo.Collection { return s.db.Collection("pipelineCards") }
 
 // recentKey encodes a record ID as a field name: no dots or dollars.
 func recentKey(recordID string) string { return "r" + hex.EncodeToString([]byte(recordID)) }
 
-// recentKinds are the summaries a record with this status belongs to.
+// recentKinds are the kinds of recent records a record with this status is one of.
 func recentKinds(status string) []string {
 	switch status {
 	case model.StatusSuccess, model.StatusFailed:
@@ -57,18 +75,15 @@ func recentKinds(status string) []string {
 	return []string{recentAll}
 }
 
-// kindOf is the summary kind of a RecentRecords status filter.
-func kindOf(status string) (string, bool) {
-	switch status {
-	case "":
-		return recentAll, true
-	case model.StatusSuccess, model.StatusFailed:
-		return status, true
+// statusOfKind is the record status a kind selects ("" for every status).
+func statusOfKind(kind string) string {
+	if kind == recentAll {
+		return ""
 	}
-	return "", false
+	return kind
 }
 
-// noteRecent puts record r, as it is now, in its pipeline's summaries.
+// noteRecent puts record r, as it is now, on its pipeline's card.
 func (s *Store) noteRecent(ctx context.Context, r *model.Record) error {
 	var errs []error
 	for _, kind := range recentKinds(r.Status) {
@@ -77,63 +92,69 @@ func (s *Store) noteRecent(ctx context.Context, r *model.Record) error {
 	return errors.Join(errs...)
 }
 
-// noteRecentMany notes records inserted in bulk: each summary is written once.
+// noteRecentMany notes records inserted in bulk: each card is written once a kind.
 func (s *Store) noteRecentMany(ctx context.Context, recs []*model.Record) error {
-	type summaryKey struct{ project, pipeline, kind string }
-	groups := map[summaryKey][]*model.Record{}
+	type group struct{ project, pipeline, kind string }
+	groups := map[group][]*model.Record{}
 	for _, r := range recs {
 		for _, kind := range recentKinds(r.Status) {
-			k := summaryKey{r.ProjectID, r.PipelineID, kind}
+			k := group{r.ProjectID, r.PipelineID, kind}
 			groups[k] = append(groups[k], r)
 		}
 	}
-	for k, group := range groups {
-		sortNewestFirst(group)
-		if err := s.mergeRecent(ctx, k.project, k.pipeline, k.kind, group[:min(len(group), recentKept)]); err != nil {
+	for k, recs := range groups {
+		sortNewestFirst(recs)
+		if err := s.mergeRecent(ctx, k.project, k.pipeline, k.kind, recs[:min(len(recs), recentKept)]); err != nil {
 			return fmt.Errorf("note recent records of pipeline %s: %w", k.pipeline, err)
 		}
 	}
 	return nil
 }
 
-// mergeRecent adds recs to a summary and then drops what is no longer among its
-// recentKept newest. Adding and dropping are each atomic on the one document, and
-// only records outside the newest recentKept of what the writer saw are dropped, so
-// concurrent writers never drop one of the newest.
+// mergeRecent adds recs to a kind of a card's recent records and then drops what
+// is no longer among its recentKept newest. Adding and dropping are each atomic on
+// the one document, and only records outside the newest recentKept of what the
+// writer saw are dropped, so concurrent writers never drop one of the newest.
 func (s *Store) mergeRecent(ctx context.Context, projectID, pipelineID, kind string, recs []*model.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	set := bson.D{{Key: "pipelineID", Value: pipelineID}, {Key: "projectID", Value: projectID}}
+	set := bson.D{{Key: "projectID", Value: projectID}}
 	for _, r := range recs {
-		set = append(set, bson.E{Key: "records." + recentKey(r.ID), Value: r})
+		e, err := newRecentEntry(r)
+		if err != nil {
+			return err
+		}
+		set = append(set, bson.E{Key: "recent." + kind + "." + recentKey(r.ID), Value: e})
 	}
-	id := recentID(pipelineID, kind)
-	var after recentSummary
-	err := s.recentSummaries().FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: id}},
+	var after pipelineCard
+	err := s.cards().FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: pipelineID}},
 		bson.D{{Key: "$set", Value: set}},
 		options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.After)).Decode(&after)
 	if err != nil {
 		return err
 	}
-	if len(after.Records) <= recentKept {
+	entries := newestEntries(after.Recent[kind])
+	if len(entries) <= recentKept {
 		return nil
 	}
 	unset := bson.D{}
-	for _, r := range after.newest()[recentKept:] {
-		unset = append(unset, bson.E{Key: "records." + recentKey(r.ID), Value: ""})
+	for _, e := range entries[recentKept:] {
+		unset = append(unset, bson.E{Key: "recent." + kind + "." + recentKey(e.ID), Value: ""})
 	}
-	_, err = s.recentSummaries().UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$unset", Value: unset}})
+	_, err = s.cards().UpdateOne(ctx, bson.D{{Key: "_id", Value: pipelineID}}, bson.D{{Key: "$unset", Value: unset}})
 	return err
 }
 
-// newest is the summary's records, newest first (the order of newestFirst).
-func (rs *recentSummary) newest() []*model.Record {
-	out := make([]*model.Record, 0, len(rs.Records))
-	for _, r := range rs.Records {
-		out = append(out, r)
+// newestEntries is entries newest first (the order of newestFirst).
+func newestEntries(entries map[string]recentEntry) []recentEntry {
+	out := make([]recentEntry, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, e)
 	}
-	sortNewestFirst(out)
+	slices.SortFunc(out, func(a, b recentEntry) int {
+		return cmp.Or(b.StartTime.Compare(a.StartTime), strings.Compare(b.ID, a.ID))
+	})
 	return out
 }
 
@@ -141,32 +162,31 @@ func (rs *recentSummary) newest() []*model.Record {
 // both descending.
 func sortNewestFirst(recs []*model.Record) {
 	slices.SortFunc(recs, func(a, b *model.Record) int {
-		if c := b.StartTime.Compare(a.StartTime); c != 0 {
-			return c
-		}
-		return strings.Compare(b.ID, a.ID)
+		return cmp.Or(b.StartTime.Compare(a.StartTime), strings.Compare(b.ID, a.ID))
 	})
 }
 
-// forgetRecent takes a deleted record out of its pipeline's summaries. A summary it
-// was in may now hold fewer than recentKept records while older ones exist: it is
-// filled again from the records.
+// forgetRecent takes a deleted record off its pipeline's card. A kind it was in may
+// now hold fewer than recentKept records while older ones exist: it is filled again
+// from the records.
 func (s *Store) forgetRecent(ctx context.Context, r *model.Record) error {
-	key := "records." + recentKey(r.ID)
+	unset := bson.D{}
+	for _, kind := range recentKinds(r.Status) {
+		unset = append(unset, bson.E{Key: "recent." + kind + "." + recentKey(r.ID), Value: ""})
+	}
+	var before pipelineCard
+	err := s.cards().FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: r.PipelineID}},
+		bson.D{{Key: "$unset", Value: unset}},
+		options.FindOneAndUpdate().SetReturnDocument(options.Before)).Decode(&before)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
 	var errs []error
 	for _, kind := range recentKinds(r.Status) {
-		var before recentSummary
-		err := s.recentSummaries().FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: recentID(r.PipelineID, kind)}},
-			bson.D{{Key: "$unset", Value: bson.D{{Key: key, Value: ""}}}},
-			options.FindOneAndUpdate().SetReturnDocument(options.Before)).Decode(&before)
-		if errors.Is(err, mongo.ErrNoDocuments) {
-			continue
-		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if _, held := before.Records[recentKey(r.ID)]; held {
+		if _, held := before.Recent[kind][recentKey(r.ID)]; held {
 			errs = append(errs, s.refillRecent(ctx, r.ProjectID, r.PipelineID, kind))
 		}
 	}
@@ -174,97 +194,212 @@ func (s *Store) forgetRecent(ctx context.Context, r *model.Record) error {
 }
 
 // refillRecent merges a pipeline's newest records of a kind, read from the records,
-// into its summary.
+// into its card.
 func (s *Store) refillRecent(ctx context.Context, projectID, pipelineID, kind string) error {
-	status := kind
-	if kind == recentAll {
-		status = ""
-	}
-	recs, err := s.RecentRecords(ctx, pipelineID, status, recentKept)
+	recs, err := s.RecentRecords(ctx, pipelineID, statusOfKind(kind), recentKept)
 	if err != nil {
 		return err
 	}
 	return s.mergeRecent(ctx, projectID, pipelineID, kind, recs)
 }
 
-// recentFromSummaries is RecentRecordsOf read from the summaries (n <= recentKept).
-func (s *Store) recentFromSummaries(ctx context.Context, pipelineIDs []string, kind string, n int64) (map[string][]*model.Record, error) {
-	ids := make([]string, 0, len(pipelineIDs))
-	for _, p := range slices.Compact(slices.Sorted(slices.Values(pipelineIDs))) {
-		ids = append(ids, recentID(p, kind))
-	}
-	summaries, err := findByIDs[recentSummary](ctx, s, s.recentSummaries(), ids)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string][]*model.Record, len(summaries))
-	var live []*model.Record // unfinished when noted: read again
-	for _, sum := range summaries {
-		recs := sum.newest()
-		recs = recs[:min(int64(len(recs)), n)]
-		for _, r := range recs {
-			if !model.IsTerminal(r.Status) {
-				live = append(live, r)
-			}
-		}
-		if len(recs) > 0 {
-			out[sum.PipelineID] = recs
-		}
-	}
-	if len(live) == 0 {
-		return out, nil
-	}
-	liveIDs := make([]string, len(live))
-	for i, r := range live {
-		liveIDs[i] = r.ID
-	}
-	now, err := findByIDs[model.Record](ctx, s, s.records, liveIDs)
-	if err != nil {
-		return nil, err
-	}
-	for p, recs := range out {
-		kept := recs[:0]
-		for _, r := range recs {
-			if !model.IsTerminal(r.Status) {
-				if r = now[r.ID]; r == nil {
-					continue // deleted since
-				}
-			}
-			kept = append(kept, r)
-		}
-		if len(kept) == 0 {
-			delete(out, p)
-		} else {
-			out[p] = kept
-		}
-	}
-	return out, nil
-}
-
-// dropPipelineRecent deletes a deleted pipeline's summaries.
-func (s *Store) dropPipelineRecent(ctx context.Context, pipelineID string) error {
-	ids := bson.A{}
-	for _, kind := range []string{recentAll, model.StatusSuccess, model.StatusFailed} {
-		ids = append(ids, recentID(pipelineID, kind))
-	}
-	_, err := s.recentSummaries().DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
-	return err
-}
-
-// dropProjectRecent deletes a deleted project's summaries and pipeline directory.
-func (s *Store) dropProjectRecent(ctx context.Context, projectID string) error {
-	_, err := s.recentSummaries().DeleteMany(ctx, bson.D{{Key: "projectID", Value: projectID}})
+// cardPipeline puts the stored pipeline p on its card.
+func (s *Store) cardPipeline(ctx context.Context, p *model.Pipeline) error {
+	doc, err := bson.Marshal(p)
 	if err != nil {
 		return err
 	}
-	_, err = s.directories().DeleteOne(ctx, bson.D{{Key: "_id", Value: projectID}})
+	_, err = s.cards().UpdateOne(ctx, bson.D{{Key: "_id", Value: p.ID}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "projectID", Value: p.ProjectID}, {Key: "pipeline", Value: doc}}}},
+		options.Update().SetUpsert(true))
 	return err
 }
 
-// rebuildRecent writes every summary again from the records, in one pass over them
-// (unsorted: MongoDB could not sort them all in memory).
+// RecentCounts says how many of each pipeline's newest records a list shows: of
+// every status, successful, failed.
+type RecentCounts struct{ All, Success, Failed int64 }
+
+func (rc RecentCounts) of(kind string) int64 {
+	switch kind {
+	case model.StatusSuccess:
+		return rc.Success
+	case model.StatusFailed:
+		return rc.Failed
+	}
+	return rc.All
+}
+
+// ListPipelinesRecent lists a project's pipelines by name, as ListPipelines does,
+// each with its newest records as rc asks. Without a filter, a page is read from
+// the project's directory and the pipelines' cards.
+func (s *Store) ListPipelinesRecent(ctx context.Context, projectID string, o ListOptions, rc RecentCounts) ([]*model.ListedPipeline, int64, error) {
+	if len(o.Filter) > 0 {
+		pipelines, total, err := s.listPipelinesQuery(ctx, projectID, o)
+		if err != nil {
+			return nil, 0, err
+		}
+		items := make([]*model.ListedPipeline, len(pipelines))
+		for i, p := range pipelines {
+			items[i] = &model.ListedPipeline{Pipeline: p}
+		}
+		return items, total, s.addRecentFromRecords(ctx, items, rc, 0)
+	}
+	ids, total, err := s.directoryPage(ctx, projectID, o)
+	if err != nil {
+		return nil, 0, err
+	}
+	cards, err := findByIDs[pipelineCard](ctx, s, s.cards(), ids)
+	if err != nil {
+		return nil, 0, err
+	}
+	items := make([]*model.ListedPipeline, 0, len(ids))
+	var unfinished []*model.Record // when noted: read again
+	for _, id := range ids {
+		card := cards[id]
+		p, err := s.pipelineOnCard(ctx, id, card)
+		if errors.Is(err, ErrNotFound) || (err == nil && p.ProjectID != projectID) {
+			continue // deleted since the directory was read
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		lp := &model.ListedPipeline{Pipeline: p}
+		for _, kind := range recentKindsListed {
+			n := rc.of(kind)
+			if n <= 0 || n > recentKept || card == nil {
+				continue
+			}
+			entries := newestEntries(card.Recent[kind])
+			recs := make([]*model.Record, 0, min(int64(len(entries)), n))
+			for _, e := range entries[:min(int64(len(entries)), n)] {
+				r := new(model.Record)
+				if err := bson.Unmarshal(e.Doc, r); err != nil {
+					return nil, 0, fmt.Errorf("card of pipeline %s: record %s: %w", id, e.ID, err)
+				}
+				if !model.IsTerminal(r.Status) {
+					unfinished = append(unfinished, r)
+				}
+				recs = append(recs, r)
+			}
+			if len(recs) > 0 {
+				*lp.RecentOf(statusOfKind(kind)) = recs
+			}
+		}
+		items = append(items, lp)
+	}
+	if err := s.refreshUnfinished(ctx, items, unfinished); err != nil {
+		return nil, 0, err
+	}
+	return items, total, s.addRecentFromRecords(ctx, items, rc, recentKept)
+}
+
+// pipelineOnCard is the pipeline a card holds, or the stored one when the card has
+// none.
+func (s *Store) pipelineOnCard(ctx context.Context, id string, card *pipelineCard) (*model.Pipeline, error) {
+	if card == nil || card.Pipeline == nil {
+		return s.GetPipelineByID(ctx, id)
+	}
+	p := new(model.Pipeline)
+	if err := bson.Unmarshal(card.Pipeline, p); err != nil {
+		return nil, fmt.Errorf("card of pipeline %s: %w", id, err)
+	}
+	return p, nil
+}
+
+// refreshUnfinished replaces the copies of records noted before they finished by the
+// records as they are now, and drops those deleted since.
+func (s *Store) refreshUnfinished(ctx context.Context, items []*model.ListedPipeline, stale []*model.Record) error {
+	if len(stale) == 0 {
+		return nil
+	}
+	ids := make([]string, len(stale))
+	for i, r := range stale {
+		ids[i] = r.ID
+	}
+	now, err := findByIDs[model.Record](ctx, s, s.records, ids)
+	if err != nil {
+		return err
+	}
+	for _, lp := range items {
+		for _, kind := range recentKindsListed {
+			recs := lp.RecentOf(statusOfKind(kind))
+			kept := (*recs)[:0]
+			for _, r := range *recs {
+				if !model.IsTerminal(r.Status) {
+					if r = now[r.ID]; r == nil {
+						continue
+					}
+				}
+				kept = append(kept, r)
+			}
+			if len(kept) == 0 {
+				kept = nil
+			}
+			*recs = kept
+		}
+	}
+	return nil
+}
+
+// addRecentFromRecords reads from the records the recent records of the kinds rc
+// asks more than cardMax of.
+func (s *Store) addRecentFromRecords(ctx context.Context, items []*model.ListedPipeline, rc RecentCounts, cardMax int64) error {
+	ids := make([]string, len(items))
+	for i, lp := range items {
+		ids[i] = lp.ID
+	}
+	for _, kind := range recentKindsListed {
+		n := rc.of(kind)
+		if n <= cardMax || len(ids) == 0 {
+			continue
+		}
+		recs, err := s.RecentRecordsOf(ctx, ids, statusOfKind(kind), n)
+		if err != nil {
+			return err
+		}
+		for _, lp := range items {
+			*lp.RecentOf(statusOfKind(kind)) = recs[lp.ID]
+		}
+	}
+	return nil
+}
+
+// dropPipelineRecent deletes a deleted pipeline's card.
+func (s *Store) dropPipelineRecent(ctx context.Context, pipelineID string) error {
+	_, err := s.cards().DeleteOne(ctx, bson.D{{Key: "_id", Value: pipelineID}})
+	return err
+}
+
+// dropProjectRecent deletes a deleted project's cards and pipeline directory.
+func (s *Store) dropProjectRecent(ctx context.Context, projectID string) error {
+	if _, err := s.cards().DeleteMany(ctx, bson.D{{Key: "projectID", Value: projectID}}); err != nil {
+		return err
+	}
+	_, err := s.directories().DeleteOne(ctx, bson.D{{Key: "_id", Value: projectID}})
+	return err
+}
+
+// rebuildRecent writes every card again from the pipelines and the records, in one
+// pass over the records (unsorted: MongoDB could not sort them all in memory).
 func (s *Store) rebuildRecent(ctx context.Context) error {
-	if _, err := s.recentSummaries().DeleteMany(ctx, bson.D{}); err != nil {
+	if _, err := s.cards().DeleteMany(ctx, bson.D{}); err != nil {
+		return err
+	}
+	pcur, err := s.pipelines.Find(ctx, bson.D{})
+	if err != nil {
+		return err
+	}
+	defer pcur.Close(ctx)
+	for pcur.Next(ctx) {
+		var p model.Pipeline
+		if err := pcur.Decode(&p); err != nil {
+			return err
+		}
+		if err := s.cardPipeline(ctx, &p); err != nil {
+			return err
+		}
+	}
+	if err := pcur.Err(); err != nil {
 		return err
 	}
 	cur, err := s.records.Find(ctx, bson.D{})
@@ -272,15 +407,15 @@ func (s *Store) rebuildRecent(ctx context.Context) error {
 		return err
 	}
 	defer cur.Close(ctx)
-	type summaryKey struct{ project, pipeline, kind string }
-	newest := map[summaryKey][]*model.Record{}
+	type group struct{ project, pipeline, kind string }
+	newest := map[group][]*model.Record{}
 	for cur.Next(ctx) {
 		r := new(model.Record)
 		if err := cur.Decode(r); err != nil {
 			return err
 		}
 		for _, kind := range recentKinds(r.Status) {
-			k := summaryKey{r.ProjectID, r.PipelineID, kind}
+			k := group{r.ProjectID, r.PipelineID, kind}
 			recs := append(newest[k], r)
 			if len(recs) >= 2*recentKept {
 				sortNewestFirst(recs)
@@ -374,9 +509,9 @@ func (s *Store) unlistPipeline(ctx context.Context, p *model.Pipeline) error {
 	return err
 }
 
-// directoryPage is a page of a project's pipelines by name, read through its
-// directory, and how many pipelines the project has.
-func (s *Store) directoryPage(ctx context.Context, projectID string, o ListOptions) ([]*model.Pipeline, int64, error) {
+// directoryPage is the IDs of a page of a project's pipelines by name, read from
+// its directory, and how many pipelines the project has.
+func (s *Store) directoryPage(ctx context.Context, projectID string, o ListOptions) ([]string, int64, error) {
 	var dir struct {
 		Pipelines map[string]string `bson:"pipelines"`
 	}
@@ -399,17 +534,7 @@ func (s *Store) directoryPage(ctx context.Context, projectID string, o ListOptio
 	for i, e := range page {
 		ids[i] = e.id
 	}
-	byID, err := findByIDs[model.Pipeline](ctx, s, s.pipelines, ids)
-	if err != nil {
-		return nil, 0, err
-	}
-	items := make([]*model.Pipeline, 0, len(ids))
-	for _, id := range ids {
-		if p := byID[id]; p != nil && p.ProjectID == projectID {
-			items = append(items, p)
-		}
-	}
-	return items, total, nil
+	return ids, total, nil
 }
 
 // rebuildDirectories writes every project's pipeline directory again from the

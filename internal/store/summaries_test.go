@@ -21,37 +21,44 @@ import (
 	"github.com/cycloneci/cyclone/internal/store"
 )
 
-// checkRecentAnswers checks that RecentRecordsOf (from the summaries up to 10
-// records, from the records beyond) answers exactly what RecentRecords reads from
-// the records, record by record and field by field.
+// checkRecentAnswers checks that the pipeline list's recent records (from the
+// pipelines' cards up to 10 records, from the records beyond) are exactly what
+// RecentRecords reads from the records, record by record and field by field.
 func checkRecentAnswers(t *testing.T, st *store.Store, pipelineIDs []string, when string) {
 	t.Helper()
 	ctx := context.Background()
-	for _, status := range []string{"", model.StatusSuccess, model.StatusFailed} {
-		for _, n := range []int64{1, 3, 10, 11} {
-			got, err := st.RecentRecordsOf(ctx, pipelineIDs, status, n)
+	for _, n := range []int64{1, 3, 10, 11} {
+		for _, rc := range []store.RecentCounts{{All: n}, {Success: n, Failed: n}, {All: n, Success: 2, Failed: 12}} {
+			listed, _, err := st.ListPipelinesRecent(ctx, "proj", store.ListOptions{}, rc)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, p := range pipelineIDs {
-				want, err := st.RecentRecords(ctx, p, status, n)
-				if err != nil {
-					t.Fatal(err)
-				}
-				g, _ := json.Marshal(got[p])
-				w, _ := json.Marshal(want)
-				if len(want) == 0 {
-					w = []byte("null")
-				}
-				if string(g) != string(w) {
-					t.Fatalf("%s: pipeline %s, status %q, n %d:\n got %s\nwant %s", when, p, status, n, g, w)
+			if len(listed) != len(pipelineIDs) {
+				t.Fatalf("%s: %d pipelines listed, want %d", when, len(listed), len(pipelineIDs))
+			}
+			for _, lp := range listed {
+				for status, n := range map[string]int64{"": rc.All, model.StatusSuccess: rc.Success, model.StatusFailed: rc.Failed} {
+					var want []*model.Record
+					if n > 0 {
+						if want, err = st.RecentRecords(ctx, lp.ID, status, n); err != nil {
+							t.Fatal(err)
+						}
+					}
+					g, _ := json.Marshal(*lp.RecentOf(status))
+					w, _ := json.Marshal(want)
+					if len(want) == 0 {
+						w = []byte("null")
+					}
+					if string(g) != string(w) {
+						t.Fatalf("%s: pipeline %s, status %q, n %d:\n got %s\nwant %s", when, lp.Name, status, n, g, w)
+					}
 				}
 			}
 		}
 	}
 }
 
-// The recent-records summaries follow every change of the records: creation in any
+// The pipelines' cards follow every change of the records: creation in any
 // order of start times, running (renamed), finishing, deletion and rotation, and a
 // rebuild from the records gives the same answers.
 func TestRecentSummariesFollowRecords(t *testing.T) {
@@ -135,9 +142,18 @@ func TestRecentSummariesFollowRecords(t *testing.T) {
 	if err := st.DeletePipeline(ctx, pipelineIDs[0]); err != nil {
 		t.Fatal(err)
 	}
-	got, err := st.RecentRecordsOf(ctx, pipelineIDs, "", 5)
-	if err != nil || len(got[pipelineIDs[0]]) != 0 || len(got[pipelineIDs[1]]) == 0 {
-		t.Fatalf("after deleting pipeline a: %d and %d records, %v", len(got[pipelineIDs[0]]), len(got[pipelineIDs[1]]), err)
+	checkRecentAnswers(t, st, pipelineIDs[1:], "after deleting pipeline a")
+	p, err := st.GetPipelineByID(ctx, pipelineIDs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Description = "changed"
+	if err := st.UpdatePipeline(ctx, "proj", p.Name, p); err != nil {
+		t.Fatal(err)
+	}
+	listed, _, err := st.ListPipelinesRecent(ctx, "proj", store.ListOptions{Limit: 1}, store.RecentCounts{})
+	if err != nil || len(listed) != 1 || listed[0].Description != "changed" {
+		t.Fatalf("the list shows the pipeline as updated: %+v %v", listed, err)
 	}
 }
 
