@@ -53,6 +53,10 @@ func (s *Sink) OpenLog(ctx context.Context, t Target) (io.WriteCloser, error) {
 
 // Open opens the log of t for writing, after whatever the stream already holds (the
 // lines of an earlier attempt). Close must be called: it stores the last lines.
+//
+// Open does not wait for the store: the writer reads the stream's head in the
+// background, before it stores its first lines, so the step starts meanwhile. A
+// store that stays unreachable for RetryFor is reported by Close, as for writes.
 func (s *Sink) Open(ctx context.Context, t Target) (*Writer, error) {
 	w := &Writer{
 		store:      s.Store,
@@ -77,13 +81,6 @@ func (s *Sink) Open(ctx context.Context, t Target) (*Writer, error) {
 		w.log = slog.Default()
 	}
 	w.cond = sync.NewCond(&w.mu)
-	opCtx, cancel := context.WithTimeout(ctx, w.opTime)
-	h, err := s.Store.GetLogHead(opCtx, t.Stream)
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("open log of %s/%s: %w", t.RecordID, t.Stage, err)
-	}
-	w.adopt(h)
 	w.timer = time.AfterFunc(time.Hour, w.kick)
 	w.timer.Stop()
 	go w.flushLoop()
@@ -241,6 +238,15 @@ func (w *Writer) kick() {
 // without the lock, so the step's output keeps flowing meanwhile.
 func (w *Writer) flushLoop() {
 	defer close(w.done)
+	if err := w.load(); err != nil {
+		w.mu.Lock()
+		w.err = fmt.Errorf("open log of %s/%s: %w", w.target.RecordID, w.target.Stage, err)
+		w.dropped += int64(len(w.pending))
+		w.pending, w.pendingBytes = nil, 0
+		w.log.Error("log lines are not stored", "record", w.target.RecordID, "stage", w.target.Stage, "task", w.target.Task, "error", err)
+		w.cond.Broadcast()
+		w.mu.Unlock()
+	}
 	for {
 		<-w.kickC
 		w.mu.Lock()
@@ -280,6 +286,27 @@ func (w *Writer) flushLoop() {
 		if final {
 			return
 		}
+	}
+}
+
+// load reads the stored head to write after, retrying a failing store for
+// RetryFor.
+func (w *Writer) load() error {
+	deadline := time.Now().Add(w.retry)
+	backoff := 50 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(w.ctx, w.opTime)
+		h, err := w.store.GetLogHead(ctx, w.target.Stream)
+		cancel()
+		if err == nil {
+			w.adopt(h)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(backoff)
+		backoff = min(backoff*2, 2*time.Second)
 	}
 }
 

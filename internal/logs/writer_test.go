@@ -388,3 +388,50 @@ func TestWriterDoesNotBringBackADeletedLog(t *testing.T) {
 		t.Fatalf("head after deletion: %+v, %v", h, err)
 	}
 }
+
+// flakyHeadStore fails the first reads of a head, the way a store that is failing
+// over does.
+type flakyHeadStore struct {
+	logs.Store
+	fail atomic.Int64
+}
+
+func (f *flakyHeadStore) GetLogHead(ctx context.Context, s logs.Stream) (*logs.Head, error) {
+	if f.fail.Add(-1) >= 0 {
+		return nil, errors.New("no reachable servers")
+	}
+	return f.Store.GetLogHead(ctx, s)
+}
+
+func TestWriterOpensWithoutWaitingForTheStore(t *testing.T) {
+	// The head is read in the background: Open returns at once, and the lines
+	// written meanwhile go after those of the earlier attempt, once the store answers.
+	s := newStream("unitTest")
+	first := open(t, &logs.Sink{}, s, 1)
+	mustWrite(t, first, "one\ntwo\n")
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fs := &flakyHeadStore{Store: st}
+	fs.fail.Store(2)
+	w := open(t, &logs.Sink{Store: fs}, s, 2)
+	mustWrite(t, w, "three\n")
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fs.fail.Load() >= 0 {
+		t.Fatal("the head was not read again after the failures")
+	}
+	equalLines(t, readAll(t, s), []string{"one", "two", "three"})
+}
+
+func TestWriterOpenReportsAStoreThatStaysDown(t *testing.T) {
+	s := newStream("unitTest")
+	fs := &flakyHeadStore{Store: st}
+	fs.fail.Store(1 << 40)
+	w := open(t, &logs.Sink{Store: fs, Logger: slog.New(slog.DiscardHandler), RetryFor: 100 * time.Millisecond}, s, 1)
+	mustWrite(t, w, "lost\n")
+	if err := w.Close(); err == nil || !strings.Contains(err.Error(), "no reachable servers") {
+		t.Fatalf("close: %v, want the storage error", err)
+	}
+}
