@@ -287,15 +287,7 @@ func BenchmarkListPipelinesRecent(b *testing.B) {
 			}
 		}, minSamples, 200, budget))
 		s.store = summarize("store page", sample(func() {
-			ps, _, err := env.Store.ListPipelines(ctx, projID, store.ListOptions{Limit: listPage})
-			if err != nil {
-				b.Fatal(err)
-			}
-			ids := make([]string, len(ps))
-			for i, p := range ps {
-				ids[i] = p.ID
-			}
-			if _, err := env.Store.RecentRecordsOf(ctx, ids, "", 5); err != nil {
+			if _, _, err := env.Store.ListPipelinesRecent(ctx, projID, store.ListOptions{Limit: listPage}, store.RecentCounts{All: 5}); err != nil {
 				b.Fatal(err)
 			}
 		}, minSamples, 200, budget))

@@ -18,9 +18,10 @@ import (
 	"github.com/cycloneci/cyclone/internal/model"
 )
 
-// Pipeline cards: what the pipeline list shows of each pipeline, in one document per
-// pipeline addressed by _id: the pipeline itself and its newest records of every
-// status, Success and Failed (recentKept of each, as they were last noted). A
+// Pipeline cards: what the pipeline list shows of each pipeline, in documents
+// addressed by _id: one with the pipeline itself and its newest records of every
+// status, and one each for its newest Success and Failed records (recentKept of
+// each, as they were last noted; read only when the list asks for them). A
 // finished record does not change any more, so its copy is exact; a record still
 // Pending or Running is read again when a card is read. A page of the list then
 // costs a lookup of the project's directory and one per pipeline shown, however
@@ -37,9 +38,9 @@ const recentAll = "all"
 // recentKindsListed are the kinds of recent records a card keeps.
 var recentKindsListed = []string{recentAll, model.StatusSuccess, model.StatusFailed}
 
-// pipelineCard is a pipeline as the list shows it. Pipeline is the stored pipeline
-// (secrets sealed) encoded; Recent maps a kind to its records by encoded record ID
-// (see recentKey).
+// pipelineCard is a pipeline as the list shows it, or one more kind of its recent
+// records. Pipeline is the stored pipeline (secrets sealed), packed; Recent maps a
+// kind to its records by encoded record ID (see recentKey).
 type pipelineCard struct {
 	ID        string                            `bson:"_id"`
 	ProjectID string                            `bson:"projectID"`
@@ -47,9 +48,8 @@ type pipelineCard struct {
 	Recent    map[string]map[string]recentEntry `bson:"recent"`
 }
 
-// recentEntry is a record in a card: what orders it, and the record itself encoded
-// as one opaque value (FerretDB's cost of reading a document grows with its number
-// of fields; cards of whole records read field by field took ten times as long).
+// recentEntry is a record in a card: what orders it, and the record itself packed
+// (cards of whole records read field by field took ten times as long).
 type recentEntry struct {
 	ID        string    `bson:"id"`
 	StartTime time.Time `bson:"startTime"`
@@ -57,8 +57,16 @@ type recentEntry struct {
 }
 
 func newRecentEntry(r *model.Record) (recentEntry, error) {
-	doc, err := bson.Marshal(r)
+	doc, err := pack(r)
 	return recentEntry{ID: r.ID, StartTime: r.StartTime, Doc: doc}, err
+}
+
+// cardID is the _id of the card holding a pipeline's recent records of a kind.
+func cardID(pipelineID, kind string) string {
+	if kind == recentAll {
+		return pipelineID
+	}
+	return pipelineID + "/" + kind
 }
 
 func (s *Store) cards() *mongo.Collection { return s.db.Collection("pipelineCards") }
@@ -127,8 +135,9 @@ func (s *Store) mergeRecent(ctx context.Context, projectID, pipelineID, kind str
 		}
 		set = append(set, bson.E{Key: "recent." + kind + "." + recentKey(r.ID), Value: e})
 	}
+	id := cardID(pipelineID, kind)
 	var after pipelineCard
-	err := s.cards().FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: pipelineID}},
+	err := s.cards().FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: id}},
 		bson.D{{Key: "$set", Value: set}},
 		options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.After)).Decode(&after)
 	if err != nil {
@@ -142,7 +151,7 @@ func (s *Store) mergeRecent(ctx context.Context, projectID, pipelineID, kind str
 	for _, e := range entries[recentKept:] {
 		unset = append(unset, bson.E{Key: "recent." + kind + "." + recentKey(e.ID), Value: ""})
 	}
-	_, err = s.cards().UpdateOne(ctx, bson.D{{Key: "_id", Value: pipelineID}}, bson.D{{Key: "$unset", Value: unset}})
+	_, err = s.cards().UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$unset", Value: unset}})
 	return err
 }
 
@@ -166,27 +175,25 @@ func sortNewestFirst(recs []*model.Record) {
 	})
 }
 
-// forgetRecent takes a deleted record off its pipeline's card. A kind it was in may
-// now hold fewer than recentKept records while older ones exist: it is filled again
-// from the records.
+// forgetRecent takes a deleted record off its pipeline's cards. A kind it was in
+// may now hold fewer than recentKept records while older ones exist: it is filled
+// again from the records.
 func (s *Store) forgetRecent(ctx context.Context, r *model.Record) error {
-	unset := bson.D{}
-	for _, kind := range recentKinds(r.Status) {
-		unset = append(unset, bson.E{Key: "recent." + kind + "." + recentKey(r.ID), Value: ""})
-	}
-	var before pipelineCard
-	err := s.cards().FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: r.PipelineID}},
-		bson.D{{Key: "$unset", Value: unset}},
-		options.FindOneAndUpdate().SetReturnDocument(options.Before)).Decode(&before)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
 	var errs []error
 	for _, kind := range recentKinds(r.Status) {
-		if _, held := before.Recent[kind][recentKey(r.ID)]; held {
+		key := recentKey(r.ID)
+		var before pipelineCard
+		err := s.cards().FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: cardID(r.PipelineID, kind)}},
+			bson.D{{Key: "$unset", Value: bson.D{{Key: "recent." + kind + "." + key, Value: ""}}}},
+			options.FindOneAndUpdate().SetReturnDocument(options.Before)).Decode(&before)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if _, held := before.Recent[kind][key]; held {
 			errs = append(errs, s.refillRecent(ctx, r.ProjectID, r.PipelineID, kind))
 		}
 	}
@@ -205,7 +212,7 @@ func (s *Store) refillRecent(ctx context.Context, projectID, pipelineID, kind st
 
 // cardPipeline puts the stored pipeline p on its card.
 func (s *Store) cardPipeline(ctx context.Context, p *model.Pipeline) error {
-	doc, err := bson.Marshal(p)
+	doc, err := pack(p)
 	if err != nil {
 		return err
 	}
@@ -248,7 +255,15 @@ func (s *Store) ListPipelinesRecent(ctx context.Context, projectID string, o Lis
 	if err != nil {
 		return nil, 0, err
 	}
-	cards, err := findByIDs[pipelineCard](ctx, s, s.cards(), ids)
+	cardIDs := slices.Clone(ids)
+	for _, kind := range recentKindsListed[1:] {
+		if n := rc.of(kind); n > 0 && n <= recentKept {
+			for _, id := range ids {
+				cardIDs = append(cardIDs, cardID(id, kind))
+			}
+		}
+	}
+	cards, err := findByIDs[pipelineCard](ctx, s, s.cards(), cardIDs)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -265,15 +280,15 @@ func (s *Store) ListPipelinesRecent(ctx context.Context, projectID string, o Lis
 		}
 		lp := &model.ListedPipeline{Pipeline: p}
 		for _, kind := range recentKindsListed {
-			n := rc.of(kind)
-			if n <= 0 || n > recentKept || card == nil {
+			n, kindCard := rc.of(kind), cards[cardID(id, kind)]
+			if n <= 0 || n > recentKept || kindCard == nil {
 				continue
 			}
-			entries := newestEntries(card.Recent[kind])
+			entries := newestEntries(kindCard.Recent[kind])
 			recs := make([]*model.Record, 0, min(int64(len(entries)), n))
 			for _, e := range entries[:min(int64(len(entries)), n)] {
 				r := new(model.Record)
-				if err := bson.Unmarshal(e.Doc, r); err != nil {
+				if err := unpack(e.Doc, r); err != nil {
 					return nil, 0, fmt.Errorf("card of pipeline %s: record %s: %w", id, e.ID, err)
 				}
 				if !model.IsTerminal(r.Status) {
@@ -300,7 +315,7 @@ func (s *Store) pipelineOnCard(ctx context.Context, id string, card *pipelineCar
 		return s.GetPipelineByID(ctx, id)
 	}
 	p := new(model.Pipeline)
-	if err := bson.Unmarshal(card.Pipeline, p); err != nil {
+	if err := unpack(card.Pipeline, p); err != nil {
 		return nil, fmt.Errorf("card of pipeline %s: %w", id, err)
 	}
 	return p, nil
@@ -364,10 +379,14 @@ func (s *Store) addRecentFromRecords(ctx context.Context, items []*model.ListedP
 	return nil
 }
 
-// dropPipelineRecent deletes a deleted pipeline's card.
+// dropPipelineRecent deletes a deleted pipeline's cards.
 func (s *Store) dropPipelineRecent(ctx context.Context, pipelineID string) error {
-	_, err := s.cards().DeleteOne(ctx, bson.D{{Key: "_id", Value: pipelineID}})
-	return err
+	var errs []error
+	for _, kind := range recentKindsListed {
+		_, err := s.cards().DeleteOne(ctx, bson.D{{Key: "_id", Value: cardID(pipelineID, kind)}})
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // dropProjectRecent deletes a deleted project's cards and pipeline directory.
