@@ -5,6 +5,7 @@ import (
 	"compress/flate"
 	"fmt"
 	"io"
+	"sync"
 
 	"go.mongodb.org/mongo-driver/bson"
 )
@@ -30,11 +31,19 @@ func pack(v any) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// flateReaders keeps decompressors for reuse: a new one allocates tens of KiB.
+var flateReaders = sync.Pool{New: func() any { return flate.NewReader(bytes.NewReader(nil)) }}
+
 // unpack decodes what pack encoded into v.
 func unpack(packed []byte, v any) error {
-	doc, err := io.ReadAll(flate.NewReader(bytes.NewReader(packed)))
-	if err != nil {
+	fr := flateReaders.Get().(io.ReadCloser)
+	defer flateReaders.Put(fr)
+	if err := fr.(flate.Resetter).Reset(bytes.NewReader(packed), nil); err != nil {
 		return fmt.Errorf("unpack: %w", err)
 	}
-	return bson.Unmarshal(doc, v)
+	var doc bytes.Buffer
+	if _, err := doc.ReadFrom(fr); err != nil {
+		return fmt.Errorf("unpack: %w", err)
+	}
+	return bson.Unmarshal(doc.Bytes(), v)
 }

@@ -19,36 +19,81 @@ import (
 )
 
 // Pipeline cards: what the pipeline list shows of each pipeline, in documents
-// addressed by _id: one with the pipeline itself and its newest records of every
-// status, and one each for its newest Success and Failed records (recentKept of
-// each, as they were last noted; read only when the list asks for them). A
-// finished record does not change any more, so its copy is exact; a record still
-// Pending or Running is read again when a card is read. A page of the list then
-// costs a lookup of the project's directory and one per pipeline shown, however
-// many pipelines and records there are. (The embedded FerretDB reads the whole
-// collection for any query but a lone _id equality.)
+// addressed by _id. A pipeline's own card holds the pipeline and its recentOnCard
+// newest records, which is what a list usually asks for; further cards ("shelves")
+// hold its recentKept newest records of every status, of Success and of Failed, read
+// only when a list asks for more or for those. Each keeps the records as they were
+// last noted: a finished record does not change any more, so its copy is exact; a
+// record still Pending or Running is read again when a card is read. A page of the
+// list then costs a lookup of the project's directory and one per pipeline shown
+// (and per shelf asked for), however many pipelines and records there are. (The
+// embedded FerretDB reads the whole collection for any query but a lone _id
+// equality, and its cost of reading one grows with its bytes: hence records packed,
+// and the fewest records a list usually needs on the card it always reads.)
 
-// recentKept is how many of its newest records of each kind a card keeps. Lists
-// asking for more read the records themselves.
-const recentKept = 10
+const (
+	// recentOnCard is how many of its newest records a pipeline's own card keeps.
+	recentOnCard = 5
+	// recentKept is how many newest records of a kind the shelves keep. Lists asking
+	// for more read the records themselves.
+	recentKept = 10
+	// recentAll is the kind of recent records of every status.
+	recentAll = "all"
+)
 
-// recentAll is the kind of recent records of every status.
-const recentAll = "all"
-
-// recentKindsListed are the kinds of recent records a card keeps.
+// recentKindsListed are the kinds of recent records a list may ask for.
 var recentKindsListed = []string{recentAll, model.StatusSuccess, model.StatusFailed}
 
-// pipelineCard is a pipeline as the list shows it, or one more kind of its recent
-// records. Pipeline is the stored pipeline (secrets sealed), packed; Recent maps a
-// kind to its records by encoded record ID (see recentKey).
-type pipelineCard struct {
-	ID        string                            `bson:"_id"`
-	ProjectID string                            `bson:"projectID"`
-	Pipeline  []byte                            `bson:"pipeline,omitempty"`
-	Recent    map[string]map[string]recentEntry `bson:"recent"`
+// shelf is where a pipeline's newest records of a kind are kept, up to keep of
+// them, on the card whose _id is the pipeline ID and suffix.
+type shelf struct {
+	kind, suffix string
+	keep         int
 }
 
-// recentEntry is a record in a card: what orders it, and the record itself packed
+// shelves are a pipeline's places for recent records; the pipeline's own card first.
+var shelves = []shelf{
+	{recentAll, "", recentOnCard},
+	{recentAll, "/all", recentKept},
+	{model.StatusSuccess, "/" + model.StatusSuccess, recentKept},
+	{model.StatusFailed, "/" + model.StatusFailed, recentKept},
+}
+
+func (sh shelf) id(pipelineID string) string { return pipelineID + sh.suffix }
+
+// shelvesFor are the shelves a record with this status goes on.
+func shelvesFor(status string) []shelf {
+	var out []shelf
+	for _, sh := range shelves {
+		if sh.kind == recentAll || sh.kind == status {
+			out = append(out, sh)
+		}
+	}
+	return out
+}
+
+// shelfToRead is the smallest shelf that holds a pipeline's n newest records of a
+// kind, if one does.
+func shelfToRead(kind string, n int64) (shelf, bool) {
+	for _, sh := range shelves {
+		if sh.kind == kind && n <= int64(sh.keep) {
+			return sh, true
+		}
+	}
+	return shelf{}, false
+}
+
+// pipelineCard is a card: the pipeline's own (Pipeline is the stored pipeline,
+// secrets sealed, packed) or a shelf. Recent holds its records by encoded record ID
+// (see recentKey).
+type pipelineCard struct {
+	ID        string                 `bson:"_id"`
+	ProjectID string                 `bson:"projectID"`
+	Pipeline  []byte                 `bson:"pipeline,omitempty"`
+	Recent    map[string]recentEntry `bson:"recent"`
+}
+
+// recentEntry is a record on a card: what orders it, and the record itself packed
 // (cards of whole records read field by field took ten times as long).
 type recentEntry struct {
 	ID        string    `bson:"id"`
@@ -61,27 +106,10 @@ func newRecentEntry(r *model.Record) (recentEntry, error) {
 	return recentEntry{ID: r.ID, StartTime: r.StartTime, Doc: doc}, err
 }
 
-// cardID is the _id of the card holding a pipeline's recent records of a kind.
-func cardID(pipelineID, kind string) string {
-	if kind == recentAll {
-		return pipelineID
-	}
-	return pipelineID + "/" + kind
-}
-
 func (s *Store) cards() *mongo.Collection { return s.db.Collection("pipelineCards") }
 
 // recentKey encodes a record ID as a field name: no dots or dollars.
 func recentKey(recordID string) string { return "r" + hex.EncodeToString([]byte(recordID)) }
-
-// recentKinds are the kinds of recent records a record with this status is one of.
-func recentKinds(status string) []string {
-	switch status {
-	case model.StatusSuccess, model.StatusFailed:
-		return []string{recentAll, status}
-	}
-	return []string{recentAll}
-}
 
 // statusOfKind is the record status a kind selects ("" for every status).
 func statusOfKind(kind string) string {
@@ -91,39 +119,51 @@ func statusOfKind(kind string) string {
 	return kind
 }
 
-// noteRecent puts record r, as it is now, on its pipeline's card.
+// noteRecent puts record r, as it is now, on its pipeline's cards.
 func (s *Store) noteRecent(ctx context.Context, r *model.Record) error {
 	var errs []error
-	for _, kind := range recentKinds(r.Status) {
-		errs = append(errs, s.mergeRecent(ctx, r.ProjectID, r.PipelineID, kind, []*model.Record{r}))
+	for _, sh := range shelvesFor(r.Status) {
+		errs = append(errs, s.mergeRecent(ctx, r.ProjectID, r.PipelineID, sh, []*model.Record{r}))
 	}
 	return errors.Join(errs...)
 }
 
-// noteRecentMany notes records inserted in bulk: each card is written once a kind.
+// noteRecentMany notes records inserted in bulk: each card is written once.
 func (s *Store) noteRecentMany(ctx context.Context, recs []*model.Record) error {
-	type group struct{ project, pipeline, kind string }
-	groups := map[group][]*model.Record{}
+	groups := map[recentGroup][]*model.Record{}
 	for _, r := range recs {
-		for _, kind := range recentKinds(r.Status) {
-			k := group{r.ProjectID, r.PipelineID, kind}
+		for _, kind := range []string{recentAll, r.Status} {
+			k := recentGroup{r.ProjectID, r.PipelineID, kind}
 			groups[k] = append(groups[k], r)
 		}
 	}
+	return s.shelveGroups(ctx, groups)
+}
+
+// recentGroup is the records of one kind of a pipeline.
+type recentGroup struct{ project, pipeline, kind string }
+
+// shelveGroups merges grouped records onto the shelves of their kind.
+func (s *Store) shelveGroups(ctx context.Context, groups map[recentGroup][]*model.Record) error {
 	for k, recs := range groups {
 		sortNewestFirst(recs)
-		if err := s.mergeRecent(ctx, k.project, k.pipeline, k.kind, recs[:min(len(recs), recentKept)]); err != nil {
-			return fmt.Errorf("note recent records of pipeline %s: %w", k.pipeline, err)
+		for _, sh := range shelves {
+			if sh.kind != k.kind {
+				continue
+			}
+			if err := s.mergeRecent(ctx, k.project, k.pipeline, sh, recs[:min(len(recs), sh.keep)]); err != nil {
+				return fmt.Errorf("recent records of pipeline %s: %w", k.pipeline, err)
+			}
 		}
 	}
 	return nil
 }
 
-// mergeRecent adds recs to a kind of a card's recent records and then drops what
-// is no longer among its recentKept newest. Adding and dropping are each atomic on
-// the one document, and only records outside the newest recentKept of what the
-// writer saw are dropped, so concurrent writers never drop one of the newest.
-func (s *Store) mergeRecent(ctx context.Context, projectID, pipelineID, kind string, recs []*model.Record) error {
+// mergeRecent adds recs to a shelf and then drops what is no longer among its
+// newest. Adding and dropping are each atomic on the one document, and only records
+// outside the newest of what the writer saw are dropped, so concurrent writers never
+// drop one of the newest.
+func (s *Store) mergeRecent(ctx context.Context, projectID, pipelineID string, sh shelf, recs []*model.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
@@ -133,9 +173,9 @@ func (s *Store) mergeRecent(ctx context.Context, projectID, pipelineID, kind str
 		if err != nil {
 			return err
 		}
-		set = append(set, bson.E{Key: "recent." + kind + "." + recentKey(r.ID), Value: e})
+		set = append(set, bson.E{Key: "recent." + recentKey(r.ID), Value: e})
 	}
-	id := cardID(pipelineID, kind)
+	id := sh.id(pipelineID)
 	var after pipelineCard
 	err := s.cards().FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: id}},
 		bson.D{{Key: "$set", Value: set}},
@@ -143,13 +183,13 @@ func (s *Store) mergeRecent(ctx context.Context, projectID, pipelineID, kind str
 	if err != nil {
 		return err
 	}
-	entries := newestEntries(after.Recent[kind])
-	if len(entries) <= recentKept {
+	entries := newestEntries(after.Recent)
+	if len(entries) <= sh.keep {
 		return nil
 	}
 	unset := bson.D{}
-	for _, e := range entries[recentKept:] {
-		unset = append(unset, bson.E{Key: "recent." + kind + "." + recentKey(e.ID), Value: ""})
+	for _, e := range entries[sh.keep:] {
+		unset = append(unset, bson.E{Key: "recent." + recentKey(e.ID), Value: ""})
 	}
 	_, err = s.cards().UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$unset", Value: unset}})
 	return err
@@ -175,16 +215,16 @@ func sortNewestFirst(recs []*model.Record) {
 	})
 }
 
-// forgetRecent takes a deleted record off its pipeline's cards. A kind it was in
-// may now hold fewer than recentKept records while older ones exist: it is filled
+// forgetRecent takes a deleted record off its pipeline's cards. A shelf it was on
+// may now hold fewer records than it keeps while older ones exist: it is filled
 // again from the records.
 func (s *Store) forgetRecent(ctx context.Context, r *model.Record) error {
+	key := recentKey(r.ID)
 	var errs []error
-	for _, kind := range recentKinds(r.Status) {
-		key := recentKey(r.ID)
+	for _, sh := range shelvesFor(r.Status) {
 		var before pipelineCard
-		err := s.cards().FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: cardID(r.PipelineID, kind)}},
-			bson.D{{Key: "$unset", Value: bson.D{{Key: "recent." + kind + "." + key, Value: ""}}}},
+		err := s.cards().FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: sh.id(r.PipelineID)}},
+			bson.D{{Key: "$unset", Value: bson.D{{Key: "recent." + key, Value: ""}}}},
 			options.FindOneAndUpdate().SetReturnDocument(options.Before)).Decode(&before)
 		if errors.Is(err, mongo.ErrNoDocuments) {
 			continue
@@ -193,21 +233,15 @@ func (s *Store) forgetRecent(ctx context.Context, r *model.Record) error {
 			errs = append(errs, err)
 			continue
 		}
-		if _, held := before.Recent[kind][key]; held {
-			errs = append(errs, s.refillRecent(ctx, r.ProjectID, r.PipelineID, kind))
+		if _, held := before.Recent[key]; held {
+			recs, err := s.RecentRecords(ctx, r.PipelineID, statusOfKind(sh.kind), int64(sh.keep))
+			if err == nil {
+				err = s.mergeRecent(ctx, r.ProjectID, r.PipelineID, sh, recs)
+			}
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// refillRecent merges a pipeline's newest records of a kind, read from the records,
-// into its card.
-func (s *Store) refillRecent(ctx context.Context, projectID, pipelineID, kind string) error {
-	recs, err := s.RecentRecords(ctx, pipelineID, statusOfKind(kind), recentKept)
-	if err != nil {
-		return err
-	}
-	return s.mergeRecent(ctx, projectID, pipelineID, kind, recs)
 }
 
 // cardPipeline puts the stored pipeline p on its card.
@@ -249,17 +283,23 @@ func (s *Store) ListPipelinesRecent(ctx context.Context, projectID string, o Lis
 		for i, p := range pipelines {
 			items[i] = &model.ListedPipeline{Pipeline: p}
 		}
-		return items, total, s.addRecentFromRecords(ctx, items, rc, 0)
+		return items, total, s.addRecentFromRecords(ctx, items, rc, nil)
 	}
 	ids, total, err := s.directoryPage(ctx, projectID, o)
 	if err != nil {
 		return nil, 0, err
 	}
-	cardIDs := slices.Clone(ids)
-	for _, kind := range recentKindsListed[1:] {
-		if n := rc.of(kind); n > 0 && n <= recentKept {
-			for _, id := range ids {
-				cardIDs = append(cardIDs, cardID(id, kind))
+	cardIDs := slices.Clone(ids) // the pipelines' own cards
+	read := map[string]shelf{}   // kind: the shelf read for it
+	for _, kind := range recentKindsListed {
+		if n := rc.of(kind); n > 0 {
+			if sh, ok := shelfToRead(kind, n); ok {
+				read[kind] = sh
+				if sh.suffix != "" {
+					for _, id := range ids {
+						cardIDs = append(cardIDs, sh.id(id))
+					}
+				}
 			}
 		}
 	}
@@ -270,8 +310,7 @@ func (s *Store) ListPipelinesRecent(ctx context.Context, projectID string, o Lis
 	items := make([]*model.ListedPipeline, 0, len(ids))
 	var unfinished []*model.Record // when noted: read again
 	for _, id := range ids {
-		card := cards[id]
-		p, err := s.pipelineOnCard(ctx, id, card)
+		p, err := s.pipelineOnCard(ctx, id, cards[id])
 		if errors.Is(err, ErrNotFound) || (err == nil && p.ProjectID != projectID) {
 			continue // deleted since the directory was read
 		}
@@ -279,17 +318,17 @@ func (s *Store) ListPipelinesRecent(ctx context.Context, projectID string, o Lis
 			return nil, 0, err
 		}
 		lp := &model.ListedPipeline{Pipeline: p}
-		for _, kind := range recentKindsListed {
-			n, kindCard := rc.of(kind), cards[cardID(id, kind)]
-			if n <= 0 || n > recentKept || kindCard == nil {
+		for kind, sh := range read {
+			card := cards[sh.id(id)]
+			if card == nil {
 				continue
 			}
-			entries := newestEntries(kindCard.Recent[kind])
-			recs := make([]*model.Record, 0, min(int64(len(entries)), n))
-			for _, e := range entries[:min(int64(len(entries)), n)] {
+			entries := newestEntries(card.Recent)
+			recs := make([]*model.Record, 0, min(int64(len(entries)), rc.of(kind)))
+			for _, e := range entries[:min(int64(len(entries)), rc.of(kind))] {
 				r := new(model.Record)
 				if err := unpack(e.Doc, r); err != nil {
-					return nil, 0, fmt.Errorf("card of pipeline %s: record %s: %w", id, e.ID, err)
+					return nil, 0, fmt.Errorf("card %s: record %s: %w", card.ID, e.ID, err)
 				}
 				if !model.IsTerminal(r.Status) {
 					unfinished = append(unfinished, r)
@@ -305,7 +344,7 @@ func (s *Store) ListPipelinesRecent(ctx context.Context, projectID string, o Lis
 	if err := s.refreshUnfinished(ctx, items, unfinished); err != nil {
 		return nil, 0, err
 	}
-	return items, total, s.addRecentFromRecords(ctx, items, rc, recentKept)
+	return items, total, s.addRecentFromRecords(ctx, items, rc, read)
 }
 
 // pipelineOnCard is the pipeline a card holds, or the stored one when the card has
@@ -357,15 +396,15 @@ func (s *Store) refreshUnfinished(ctx context.Context, items []*model.ListedPipe
 }
 
 // addRecentFromRecords reads from the records the recent records of the kinds rc
-// asks more than cardMax of.
-func (s *Store) addRecentFromRecords(ctx context.Context, items []*model.ListedPipeline, rc RecentCounts, cardMax int64) error {
+// asks for that no shelf was read for.
+func (s *Store) addRecentFromRecords(ctx context.Context, items []*model.ListedPipeline, rc RecentCounts, shelved map[string]shelf) error {
 	ids := make([]string, len(items))
 	for i, lp := range items {
 		ids[i] = lp.ID
 	}
 	for _, kind := range recentKindsListed {
 		n := rc.of(kind)
-		if n <= cardMax || len(ids) == 0 {
+		if _, done := shelved[kind]; done || n <= 0 || len(ids) == 0 {
 			continue
 		}
 		recs, err := s.RecentRecordsOf(ctx, ids, statusOfKind(kind), n)
@@ -382,8 +421,8 @@ func (s *Store) addRecentFromRecords(ctx context.Context, items []*model.ListedP
 // dropPipelineRecent deletes a deleted pipeline's cards.
 func (s *Store) dropPipelineRecent(ctx context.Context, pipelineID string) error {
 	var errs []error
-	for _, kind := range recentKindsListed {
-		_, err := s.cards().DeleteOne(ctx, bson.D{{Key: "_id", Value: cardID(pipelineID, kind)}})
+	for _, sh := range shelves {
+		_, err := s.cards().DeleteOne(ctx, bson.D{{Key: "_id", Value: sh.id(pipelineID)}})
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -426,15 +465,14 @@ func (s *Store) rebuildRecent(ctx context.Context) error {
 		return err
 	}
 	defer cur.Close(ctx)
-	type group struct{ project, pipeline, kind string }
-	newest := map[group][]*model.Record{}
+	newest := map[recentGroup][]*model.Record{}
 	for cur.Next(ctx) {
 		r := new(model.Record)
 		if err := cur.Decode(r); err != nil {
 			return err
 		}
-		for _, kind := range recentKinds(r.Status) {
-			k := group{r.ProjectID, r.PipelineID, kind}
+		for _, kind := range []string{recentAll, r.Status} {
+			k := recentGroup{r.ProjectID, r.PipelineID, kind}
 			recs := append(newest[k], r)
 			if len(recs) >= 2*recentKept {
 				sortNewestFirst(recs)
@@ -446,13 +484,7 @@ func (s *Store) rebuildRecent(ctx context.Context) error {
 	if err := cur.Err(); err != nil {
 		return err
 	}
-	for k, recs := range newest {
-		sortNewestFirst(recs)
-		if err := s.mergeRecent(ctx, k.project, k.pipeline, k.kind, recs[:min(len(recs), recentKept)]); err != nil {
-			return fmt.Errorf("pipeline %s: %w", k.pipeline, err)
-		}
-	}
-	return nil
+	return s.shelveGroups(ctx, newest)
 }
 
 // findByIDs reads the documents with the given IDs, by ID. MongoDB answers an $in
