@@ -210,6 +210,34 @@ func (a *Activities) RecordStarted(ctx context.Context, recordID, runID string) 
 	return nil
 }
 
+// StartRequest marks a record Running (StartRecord).
+type StartRequest struct {
+	RecordID   string `json:"recordID"`
+	RunID      string `json:"runID"`
+	ProjectID  string `json:"projectID"`
+	PipelineID string `json:"pipelineID"`
+	Trigger    string `json:"trigger"`
+	// Name, when set, names the record (a record that checks no commit out is
+	// named by its start time from the start: see TimeName).
+	Name string `json:"name,omitempty"`
+}
+
+// TimeName is the name of a record that checked no commit out: its start time.
+func TimeName(start time.Time) string { return start.UTC().Format("060102150405") }
+
+// StartRecord marks the record Running with the run that executes it, as
+// RecordStarted does, and names it when asked; what it logs and counts comes from
+// the request, not from a read of the record.
+func (a *Activities) StartRecord(ctx context.Context, req StartRequest) error {
+	if err := a.Store.SetRecordRunning(ctx, req.RecordID, req.RunID, req.Name); err != nil {
+		return err
+	}
+	a.Metrics.RecordStarted(req.Trigger)
+	a.logger().Info("record started", "record", req.RecordID, "runID", req.RunID,
+		"projectID", req.ProjectID, "pipelineID", req.PipelineID, "trigger", req.Trigger)
+	return nil
+}
+
 // FinishRecord puts the record in its final state. When nameFromTime is set and the
 // record has no name yet (no commit was checked out), it is named by its start time.
 func (a *Activities) FinishRecord(ctx context.Context, recordID, status, message string, nameFromTime bool) error {
@@ -231,7 +259,7 @@ func (a *Activities) finishRecord(ctx context.Context, recordID, status, message
 			return err
 		}
 		if r.Name == "" && !model.IsTerminal(r.Status) {
-			if err := a.Store.SetRecordRunning(ctx, recordID, "", r.StartTime.UTC().Format("060102150405")); err != nil {
+			if err := a.Store.SetRecordRunning(ctx, recordID, "", TimeName(r.StartTime)); err != nil {
 				return err
 			}
 		}

@@ -8,6 +8,7 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
@@ -83,13 +84,33 @@ func PipelineRecord(ctx workflow.Context, in activities.RecordInput) error {
 	} else if queued {
 		status, message = waitForRoom(ctx, in)
 	}
+	// A record without a name of its own is named by its checked out commit, or
+	// else by its start time.
+	nameFromTime := in.Params.Name == ""
 	if status == "" {
-		if err := workflow.ExecuteLocalActivity(projection, a.RecordStarted, in.RecordID, info.WorkflowExecution.RunID).Get(ctx, nil); err != nil {
+		var started workflow.Future
+		var name string
+		if local {
+			// What RecordStarted read back from the record comes with the input. A
+			// record that checks no commit out is named by its start time now,
+			// rather than by a read and a write when it finishes.
+			req := activities.StartRequest{RecordID: in.RecordID, RunID: info.WorkflowExecution.RunID,
+				ProjectID: in.ProjectID, PipelineID: in.PipelineID, Trigger: in.Trigger}
+			if nameFromTime && !in.StartTime.IsZero() && !slices.Contains(in.Stages, model.StageCodeCheckout) {
+				req.Name = activities.TimeName(in.StartTime)
+			}
+			name = req.Name
+			started = workflow.ExecuteLocalActivity(projection, a.StartRecord, req)
+		} else {
+			started = workflow.ExecuteLocalActivity(projection, a.RecordStarted, in.RecordID, info.WorkflowExecution.RunID)
+		}
+		if err := started.Get(ctx, nil); err != nil {
 			if !isCancel(ctx) {
 				return err
 			}
 			status = model.StatusAborted
 		} else {
+			nameFromTime = nameFromTime && name == ""
 			status, message = runStages(ctx, in, local)
 		}
 	}
@@ -104,7 +125,7 @@ func PipelineRecord(ctx workflow.Context, in activities.RecordInput) error {
 
 	// Whatever happened, record the outcome, even when the workflow was cancelled.
 	finishCtx, _ := workflow.NewDisconnectedContext(projection)
-	if err := workflow.ExecuteLocalActivity(finishCtx, a.FinishRecord, in.RecordID, status, message, in.Params.Name == "").Get(finishCtx, nil); err != nil {
+	if err := workflow.ExecuteLocalActivity(finishCtx, a.FinishRecord, in.RecordID, status, message, nameFromTime).Get(finishCtx, nil); err != nil {
 		return err
 	}
 	switch status {

@@ -62,6 +62,7 @@ type RecordSuite struct {
 	limitAsked    int
 	localSetup    []bool // whether each SetupEnvironment attempt was a local activity
 	localTeardown []bool // the same for TeardownEnvironment
+	started       []activities.StartRequest
 }
 
 func TestRecordSuite(t *testing.T) {
@@ -71,7 +72,7 @@ func TestRecordSuite(t *testing.T) {
 func (s *RecordSuite) SetupTest() {
 	s.log, s.stages, s.finishes, s.teardown, s.setupQ = nil, nil, nil, nil, nil
 	s.teardownErr = nil
-	s.cloudLimit, s.limitAsked, s.localSetup, s.localTeardown = 0, 0, nil, nil
+	s.cloudLimit, s.limitAsked, s.localSetup, s.localTeardown, s.started = 0, 0, nil, nil, nil
 	s.runStage = func(context.Context, activities.StageInput) error { return nil }
 	s.setup = func(_ context.Context, rec executor.Record) (activities.Environment, error) {
 		return activities.Environment{
@@ -92,6 +93,17 @@ func (s *RecordSuite) SetupTest() {
 			s.add("RecordStarted")
 			if recordID != "rec-1" || runID == "" {
 				return fmt.Errorf("RecordStarted(%q, %q): want record rec-1 and a run ID", recordID, runID)
+			}
+			return nil
+		}).Maybe()
+	s.env.OnActivity(a.StartRecord, mock.Anything, mock.Anything).Return(
+		func(ctx context.Context, req activities.StartRequest) error {
+			s.add("RecordStarted")
+			s.mu.Lock()
+			s.started = append(s.started, req)
+			s.mu.Unlock()
+			if req.RecordID != "rec-1" || req.RunID == "" || req.ProjectID != "p-1" {
+				return fmt.Errorf("StartRecord(%+v): want record rec-1 of project p-1 and a run ID", req)
 			}
 			return nil
 		}).Maybe()
@@ -560,4 +572,22 @@ func (s *RecordSuite) TestLocalTeardownOnWorkflowQueue() {
 	s.Equal([]string{"RecordStarted", "SetupEnvironment", "RunStage:codeCheckout", "RunStage:unitTest",
 		"TeardownEnvironment", "FinishRecord:" + model.StatusSuccess}, s.calls())
 	s.Equal(model.StatusSuccess, s.finished().status)
+}
+
+// TestNamedAtStartWithoutCheckout: a record without a name of its own that checks
+// no commit out is named by its start time when it starts, and FinishRecord is not
+// asked to name it again; one that checks out still is, in case no commit names it.
+func (s *RecordSuite) TestNamedAtStartWithoutCheckout() {
+	s.NoError(s.run(recordInput(model.StageUnitTest, model.StagePackage)))
+	s.Require().Len(s.started, 1)
+	s.Equal("260102030405", s.started[0].Name)
+	s.Equal(model.TriggerUser, s.started[0].Trigger)
+	s.False(s.finished().nameFromTime)
+}
+
+func (s *RecordSuite) TestNotNamedAtStartWithCheckout() {
+	s.NoError(s.run(recordInput(model.StageCodeCheckout, model.StageUnitTest)))
+	s.Require().Len(s.started, 1)
+	s.Empty(s.started[0].Name)
+	s.True(s.finished().nameFromTime)
 }
