@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net/url"
 	"strconv"
@@ -188,7 +189,49 @@ func (s *Store) PutLogHead(ctx context.Context, h *logs.Head, version int64) err
 		}
 		return err
 	}
+	if s.scansQueries(ctx) {
+		return s.putLogHeadLocked(ctx, d, version)
+	}
 	res, err := s.logHeads().ReplaceOne(ctx, bson.D{{Key: "_id", Value: d.ID}, {Key: "lines", Value: version}}, d)
+	if err != nil {
+		return err
+	}
+	if res.MatchedCount == 0 {
+		return logs.ErrVersion
+	}
+	return nil
+}
+
+// logHeadLocks serialise this process's compare-and-set of log heads on the
+// embedded FerretDB, by stripe of head _id. FerretDB (v1.24) answers the filter
+// {_id, lines} by reading and decoding every head there is, and then applies the
+// replacement with nothing in between to stop another writer: the compare-and-set
+// was neither cheap nor atomic there. Its one writer is the process that embeds it,
+// so a read of the head by _id alone and a replacement by _id alone under this
+// lock are both (see the counters' counterLocks).
+var logHeadLocks [64]sync.Mutex
+
+func (s *Store) putLogHeadLocked(ctx context.Context, d logHead, version int64) error {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(d.ID))
+	m := &logHeadLocks[h.Sum32()%uint32(len(logHeadLocks))]
+	m.Lock()
+	defer m.Unlock()
+	var cur struct {
+		Lines int64 `bson:"lines"`
+	}
+	err := s.logHeads().FindOne(ctx, bson.D{{Key: "_id", Value: d.ID}},
+		options.FindOne().SetProjection(bson.D{{Key: "lines", Value: 1}})).Decode(&cur)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return logs.ErrVersion // deleted: the writer finds out when it reads the head
+	}
+	if err != nil {
+		return err
+	}
+	if cur.Lines != version {
+		return logs.ErrVersion
+	}
+	res, err := s.logHeads().ReplaceOne(ctx, bson.D{{Key: "_id", Value: d.ID}}, d)
 	if err != nil {
 		return err
 	}
