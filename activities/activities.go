@@ -286,11 +286,21 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 	info := activity.GetInfo(ctx)
 	logger := a.recordLogger(in.Record).With("stage", in.Stage, "attempt", info.Attempt)
 	start := a.now()
-	// The Running mark is written while the step starts rather than before it: it
-	// saves a store round trip per stage, and the final write waits for it.
+	// The Running mark is written while the step runs rather than before it: it
+	// saves a store round trip per stage, and the final write waits for it. A step
+	// over within runningMarkDelay is not marked at all (nobody could have seen the
+	// mark): its final write carries the start time.
 	running := make(chan error, 1)
+	stepOver := make(chan struct{})
 	go func() {
-		running <- a.Store.UpdateStage(ctx, in.Record.RecordID, model.StageUpdate{Stage: in.Stage, Status: model.StatusRunning, StartTime: &start})
+		t := time.NewTimer(runningMarkDelay)
+		defer t.Stop()
+		select {
+		case <-stepOver:
+			running <- errNotMarked
+		case <-t.C:
+			running <- a.Store.UpdateStage(ctx, in.Record.RecordID, model.StageUpdate{Stage: in.Stage, Status: model.StatusRunning, StartTime: &start})
+		}
 	}()
 	secrets, err := a.loadSecrets(ctx, in.Record)
 	if err != nil {
@@ -310,10 +320,26 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 	closeErr := log.Close()
 
 	update := model.StageUpdate{Stage: in.Stage, EndTime: &end, Commit: outcome.commit}
+	close(stepOver)
+	marked := true
 	if err := <-running; err != nil {
 		// The step ran all the same: the final write below carries the start time.
-		logger.Warn("mark stage running", "error", err)
+		if err != errNotMarked {
+			logger.Warn("mark stage running", "error", err)
+		}
 		update.StartTime = &start
+		marked = false
+	}
+	// markRunning shows a stage that will be retried as Running meanwhile.
+	markRunning := func() {
+		if marked {
+			return
+		}
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := a.Store.UpdateStage(c, in.Record.RecordID, model.StageUpdate{Stage: in.Stage, Status: model.StatusRunning, StartTime: &start}); err != nil {
+			logger.Warn("mark stage running", "error", err)
+		}
 	}
 	switch {
 	case runErr == nil:
@@ -321,6 +347,7 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 	case workerStopping(ctx):
 		// The worker is shutting down, the record is not aborted: the stage stays
 		// Running and is retried when the worker (or its replacement) is back.
+		markRunning()
 		a.Metrics.StageFinished(in.Stage, metrics.OutcomeError, end.Sub(start))
 		logger.Warn("worker stopped during the stage; it will be retried")
 		return temporal.NewApplicationError("worker stopped during the stage", "WorkerStopped")
@@ -334,6 +361,7 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 		update.ErrorMessage = logs.MaskString(appMessage(runErr), secrets.mask)
 	default:
 		// An infrastructure error: the stage is retried and stays Running.
+		markRunning()
 		err := maskError(runErr, secrets.mask)
 		a.Metrics.StageFinished(in.Stage, metrics.OutcomeError, end.Sub(start))
 		logger.Warn("stage attempt failed; it will be retried", "error", err)
@@ -353,6 +381,12 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 	}
 	return nil
 }
+
+// runningMarkDelay is how long a stage runs before it is marked Running.
+const runningMarkDelay = 50 * time.Millisecond
+
+// errNotMarked says the stage was over before it was marked Running.
+var errNotMarked = errors.New("stage not marked running")
 
 // outcomeRetryWindow is how long a finished stage keeps trying to record its
 // outcome through a store outage before giving up (and being retried whole).
