@@ -131,8 +131,18 @@ func (s *Store) CreatePipeline(ctx context.Context, p *model.Pipeline) error {
 	return errors.Join(s.cardPipeline(ctx, p), s.listPipeline(ctx, p))
 }
 
-// GetPipeline returns the pipeline called name in a project.
+// GetPipeline returns the pipeline called name in a project. On a server that scans
+// every query but a lone _id lookup (FerretDB) it finds the pipeline's ID in the
+// project's directory first, and queries by name only when the directory does not
+// lead to it.
 func (s *Store) GetPipeline(ctx context.Context, projectID, name string) (*model.Pipeline, error) {
+	if s.scansQueries(ctx) {
+		if id, err := s.directoryLookup(ctx, projectID, name); err == nil && id != "" {
+			if p, err := s.GetPipelineByID(ctx, id); err == nil && p.ProjectID == projectID && p.Name == name {
+				return p, nil
+			}
+		}
+	}
 	return findOne[model.Pipeline](ctx, s.pipelines, bson.D{{Key: "projectID", Value: projectID}, {Key: "name", Value: name}})
 }
 

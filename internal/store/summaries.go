@@ -560,19 +560,40 @@ func (s *Store) unlistPipeline(ctx context.Context, p *model.Pipeline) error {
 	return err
 }
 
-// directoryPage is the IDs of a page of a project's pipelines by name, read from
-// its directory, and how many pipelines the project has.
-func (s *Store) directoryPage(ctx context.Context, projectID string, o ListOptions) ([]string, int64, error) {
+// directory is a project's pipelines: their names by ID.
+func (s *Store) directory(ctx context.Context, projectID string) (map[string]string, error) {
 	var dir struct {
 		Pipelines map[string]string `bson:"pipelines"`
 	}
 	err := s.directories().FindOne(ctx, bson.D{{Key: "_id", Value: projectID}}).Decode(&dir)
 	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, err
+	}
+	return dir.Pipelines, nil
+}
+
+// directoryLookup is the ID of the pipeline called name in a project's directory,
+// or "".
+func (s *Store) directoryLookup(ctx context.Context, projectID, name string) (string, error) {
+	dir, err := s.directory(ctx, projectID)
+	for id, n := range dir {
+		if n == name {
+			return id, err
+		}
+	}
+	return "", err
+}
+
+// directoryPage is the IDs of a page of a project's pipelines by name, read from
+// its directory, and how many pipelines the project has.
+func (s *Store) directoryPage(ctx context.Context, projectID string, o ListOptions) ([]string, int64, error) {
+	dir, err := s.directory(ctx, projectID)
+	if err != nil {
 		return nil, 0, err
 	}
 	type entry struct{ id, name string }
-	entries := make([]entry, 0, len(dir.Pipelines))
-	for id, name := range dir.Pipelines {
+	entries := make([]entry, 0, len(dir))
+	for id, name := range dir {
 		entries = append(entries, entry{id, name})
 	}
 	slices.SortFunc(entries, func(a, b entry) int { return cmp.Or(strings.Compare(a.name, b.name), strings.Compare(a.id, b.id)) })
