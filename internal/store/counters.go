@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"maps"
 	"slices"
 	"strconv"
@@ -241,41 +240,16 @@ func (s *Store) countRecord(ctx context.Context, r *model.Record, from, to int) 
 	return errors.Join(errs...)
 }
 
-// counterLocks serialise the counter writes of this process on FerretDB, by stripe
-// of document _id. FerretDB (v1.24) applies an update by reading the document and
-// writing it back whole, with nothing in between to stop another update of the same
-// document: concurrent $inc lose counts. The embedded FerretDB has one writer, the
-// process that runs it, so serialising here makes its increments exact. MongoDB
-// applies each update atomically and needs no lock.
-var counterLocks [64]sync.Mutex
-
-// lockCounter locks the writes to counter document id and returns the unlock.
+// lockCounter locks the writes to counter document id (see stripedLocks) and
+// returns the unlock.
 func (s *Store) lockCounter(ctx context.Context, id string) (unlock func()) {
-	if !s.scansQueries(ctx) {
-		return func() {}
-	}
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(id))
-	m := &counterLocks[h.Sum32()%uint32(len(counterLocks))]
-	m.Lock()
-	return m.Unlock
+	return s.lockDoc(ctx, &counterLocks, id)
 }
 
 // lockAllCounters locks the writes to every counter document, for a bulk write,
-// and returns the unlock. It takes the stripes in order, so it cannot deadlock with
-// another caller.
+// and returns the unlock.
 func (s *Store) lockAllCounters(ctx context.Context) (unlock func()) {
-	if !s.scansQueries(ctx) {
-		return func() {}
-	}
-	for i := range counterLocks {
-		counterLocks[i].Lock()
-	}
-	return func() {
-		for i := range counterLocks {
-			counterLocks[i].Unlock()
-		}
-	}
+	return s.lockAllDocs(ctx, &counterLocks)
 }
 
 // incCounter applies inc to counter document d, creating it if need be.

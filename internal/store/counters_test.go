@@ -539,9 +539,6 @@ func TestRecordStatsEdgesInsideBuckets(t *testing.T) {
 // TestConcurrentFinishesCountOnce: finishes of one record run by several callers at
 // once count it once.
 func TestConcurrentFinishesCountOnce(t *testing.T) {
-	t.Skip("fails on FerretDB: recordChanged relies on findAndModify's $max being atomic, " +
-		"but FerretDB v1.24 reads the record and writes it back without a lock, so concurrent " +
-		"callers may all see the lower countedLevel and all count")
 	s, _ := openCountersStore(t)
 	ctx := context.Background()
 	start := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)

@@ -135,6 +135,7 @@ func (s *Store) UpdateStage(ctx context.Context, id string, u model.StageUpdate)
 	if len(set) == 0 {
 		return nil
 	}
+	defer s.lockDoc(ctx, &recordLocks, id)()
 	_, err := s.records.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$set", Value: set}})
 	return err
 }
@@ -171,6 +172,7 @@ func (s *Store) updateUnfinished(ctx context.Context, id string, set bson.D) err
 		{Key: "_id", Value: id},
 		{Key: "status", Value: bson.D{{Key: "$in", Value: bson.A{model.StatusPending, model.StatusRunning}}}},
 	}
+	defer s.lockDoc(ctx, &recordLocks, id)()
 	_, err := s.records.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: set}}, options.Update())
 	return err
 }
@@ -196,14 +198,17 @@ func levelOf(status string) int {
 
 // recordChanged brings the derived data up to date with record id after a change
 // of status, towards level. Raising countedLevel and reading the record as it was
-// is one atomic step, so of concurrent or retried callers exactly one counts. A
+// is one atomic step (on FerretDB under the record's lock, see stripedLocks), so of
+// concurrent or retried callers exactly one counts. A
 // crash between that step and the counters' update leaves the record uncounted
 // (RebuildDerived repairs it).
 func (s *Store) recordChanged(ctx context.Context, id string, level int) error {
 	var before model.Record
+	unlock := s.lockDoc(ctx, &recordLocks, id)
 	err := s.records.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: id}},
 		bson.D{{Key: "$max", Value: bson.D{{Key: "countedLevel", Value: level}}}},
 		options.FindOneAndUpdate().SetReturnDocument(options.Before)).Decode(&before)
+	unlock()
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil // deleted meanwhile: its deletion took care of the rest
 	}

@@ -176,6 +176,7 @@ func (s *Store) mergeRecent(ctx context.Context, projectID, pipelineID string, s
 		set = append(set, bson.E{Key: "recent." + recentKey(r.ID), Value: e})
 	}
 	id := sh.id(pipelineID)
+	defer s.lockDoc(ctx, &cardLocks, id)()
 	var after pipelineCard
 	err := s.cards().FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: id}},
 		bson.D{{Key: "$set", Value: set}},
@@ -223,9 +224,11 @@ func (s *Store) forgetRecent(ctx context.Context, r *model.Record) error {
 	var errs []error
 	for _, sh := range shelvesFor(r.Status) {
 		var before pipelineCard
+		unlock := s.lockDoc(ctx, &cardLocks, sh.id(r.PipelineID))
 		err := s.cards().FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: sh.id(r.PipelineID)}},
 			bson.D{{Key: "$unset", Value: bson.D{{Key: "recent." + key, Value: ""}}}},
 			options.FindOneAndUpdate().SetReturnDocument(options.Before)).Decode(&before)
+		unlock()
 		if errors.Is(err, mongo.ErrNoDocuments) {
 			continue
 		}
@@ -250,6 +253,7 @@ func (s *Store) cardPipeline(ctx context.Context, p *model.Pipeline) error {
 	if err != nil {
 		return err
 	}
+	defer s.lockDoc(ctx, &cardLocks, p.ID)()
 	_, err = s.cards().UpdateOne(ctx, bson.D{{Key: "_id", Value: p.ID}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "projectID", Value: p.ProjectID}, {Key: "pipeline", Value: doc}}}},
 		options.Update().SetUpsert(true))
@@ -547,6 +551,7 @@ func (s *Store) directories() *mongo.Collection { return s.db.Collection("pipeli
 
 // listPipeline puts p in its project's directory (or renames it there).
 func (s *Store) listPipeline(ctx context.Context, p *model.Pipeline) error {
+	defer s.lockDoc(ctx, &directoryLocks, p.ProjectID)()
 	_, err := s.directories().UpdateOne(ctx, bson.D{{Key: "_id", Value: p.ProjectID}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "pipelines." + p.ID, Value: p.Name}}}},
 		options.Update().SetUpsert(true))
@@ -555,6 +560,7 @@ func (s *Store) listPipeline(ctx context.Context, p *model.Pipeline) error {
 
 // unlistPipeline takes p out of its project's directory.
 func (s *Store) unlistPipeline(ctx context.Context, p *model.Pipeline) error {
+	defer s.lockDoc(ctx, &directoryLocks, p.ProjectID)()
 	_, err := s.directories().UpdateOne(ctx, bson.D{{Key: "_id", Value: p.ProjectID}},
 		bson.D{{Key: "$unset", Value: bson.D{{Key: "pipelines." + p.ID, Value: ""}}}})
 	return err

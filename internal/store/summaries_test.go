@@ -267,3 +267,34 @@ func TestOpenCreatesEveryCollection(t *testing.T) {
 		t.Fatalf("found only %d collection names in the sources", seen)
 	}
 }
+
+// Records of one pipeline created and finished at the same time all reach its
+// cards: FerretDB's updates of one document are serialised (see stripedLocks).
+func TestRecentCardsUnderConcurrentWrites(t *testing.T) {
+	st, _ := startStore(t)
+	ctx := context.Background()
+	p := &model.Pipeline{Name: "busy", ProjectID: "proj", Build: &model.Build{}}
+	if err := st.CreatePipeline(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	errs := make(chan error, 24)
+	for i := range 24 {
+		go func() {
+			r := &model.Record{ID: fmt.Sprintf("c-%02d", i), PipelineID: p.ID, ProjectID: "proj", Status: model.StatusPending,
+				StageStatus: &model.StageStatus{}, StartTime: base.Add(time.Duration(i) * time.Minute)}
+			err := st.CreateRecord(ctx, r)
+			if err == nil {
+				status := []string{model.StatusSuccess, model.StatusFailed}[i%2]
+				err = st.FinishRecord(ctx, r.ID, status, "", r.StartTime.Add(time.Second))
+			}
+			errs <- err
+		}()
+	}
+	for range 24 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkRecentAnswers(t, st, []string{p.ID}, "after concurrent writes")
+}
