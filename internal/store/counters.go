@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/bsontype"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
@@ -26,10 +27,10 @@ import (
 // The recordCounts collection holds one document per scope (a pipeline or a project)
 // and UTC day, with _id "pipeline/<pipelineID>/2024-03-01" or
 // "project/<projectID>/2024-03-01". It counts the records that started that day per
-// start bucket (see stats.go), under b.q<index of the bucket in the day>: t (every
-// record), s, f and a (the records finished Success, Failed, Aborted). Its fields
-// scope, projectID, pipelineID and day serve the rare queries that drop or rebuild
-// counters.
+// start bucket (see stats.go), under b.q<index of the bucket in the day>: every
+// record, and the records finished Success, Failed and Aborted, packed in one number
+// (see counts). Its fields scope, projectID, pipelineID and day serve the rare
+// queries that drop or rebuild counters.
 //
 // A record's countedLevel (records.go) says what the counters hold of it; every
 // change moves it to another level with one $inc per scope, upserted by _id alone.
@@ -88,12 +89,46 @@ func bucketKey(bucket int64) string {
 	return "q" + strconv.FormatInt((bucket-utcDay(bucket)*86400)/BucketSeconds, 10)
 }
 
-// counts are the records counted in one bucket, or a change to them.
+// counts are the records counted in one bucket, or a change to them. A bucket's
+// counts are stored as one number, four 15-bit lanes (see pack): FerretDB's cost of
+// reading a document grows with its fields, and a day's document holds up to 96
+// buckets. A bucket thus counts at most 32,767 records of each kind, in a scope's
+// 15 minutes.
 type counts struct {
-	Total   int64 `bson:"t,omitempty"`
-	Success int64 `bson:"s,omitempty"`
-	Failed  int64 `bson:"f,omitempty"`
-	Aborted int64 `bson:"a,omitempty"`
+	Total, Success, Failed, Aborted int64
+}
+
+// countLaneBits is the width of one count in a packed bucket.
+const countLaneBits = 15
+
+// pack is c as one number: Total in the lowest lane, then Success, Failed and
+// Aborted. Packing is linear, so adding packed changes (negative ones too) to a
+// packed bucket packs the sum, as long as every count stays in its lane.
+func (c counts) pack() int64 {
+	return c.Total + c.Success<<countLaneBits + c.Failed<<(2*countLaneBits) + c.Aborted<<(3*countLaneBits)
+}
+
+// unpackCounts is the counts a packed bucket holds.
+func unpackCounts(v int64) counts {
+	const mask = 1<<countLaneBits - 1
+	lane := func(i int) int64 { return v >> (i * countLaneBits) & mask }
+	return counts{Total: lane(0), Success: lane(1), Failed: lane(2), Aborted: lane(3)}
+}
+
+// MarshalBSONValue stores c packed.
+func (c counts) MarshalBSONValue() (bsontype.Type, []byte, error) {
+	return bson.MarshalValue(c.pack())
+}
+
+// UnmarshalBSONValue reads counts stored packed.
+func (c *counts) UnmarshalBSONValue(t bsontype.Type, data []byte) error {
+	v := bson.RawValue{Type: t, Value: data}
+	n, ok := v.AsInt64OK()
+	if !ok {
+		return fmt.Errorf("bucket counts stored as %s, not a number", t)
+	}
+	*c = unpackCounts(n)
+	return nil
 }
 
 // add counts n records with status at counted level (a negative n takes them out).
@@ -124,19 +159,13 @@ func (c *counts) plus(o counts) {
 	c.Aborted += o.Aborted
 }
 
-// incFields are the $inc fields adding sign times c to the bucket whose path is
-// prefix ("b.q37."); counts of zero are left out.
-func (c counts) incFields(prefix string, sign int64) bson.D {
-	var inc bson.D
-	for _, f := range []struct {
-		key string
-		n   int64
-	}{{"t", c.Total}, {"s", c.Success}, {"f", c.Failed}, {"a", c.Aborted}} {
-		if f.n != 0 {
-			inc = append(inc, bson.E{Key: prefix + f.key, Value: sign * f.n})
-		}
+// incFields are the $inc fields adding sign times c to the bucket whose key is
+// key; none when c counts nothing.
+func (c counts) incFields(key string, sign int64) bson.D {
+	if c == (counts{}) {
+		return nil
 	}
-	return inc
+	return bson.D{{Key: "b." + key, Value: sign * c.pack()}}
 }
 
 // counterDoc is a counter document: one scope's counts on one UTC day, by bucket key.
@@ -182,7 +211,7 @@ func (d *counterDoc) identity() bson.D {
 func (d *counterDoc) incFields(sign int64) bson.D {
 	var inc bson.D
 	for _, key := range slices.Sorted(maps.Keys(d.Buckets)) {
-		inc = append(inc, d.Buckets[key].incFields("b."+key+".", sign)...)
+		inc = append(inc, d.Buckets[key].incFields(key, sign)...)
 	}
 	return inc
 }
@@ -226,7 +255,7 @@ func (s *Store) countRecord(ctx context.Context, r *model.Record, from, to int) 
 	var change counts
 	change.add(to, r.Status, 1)
 	change.add(from, r.Status, -1)
-	inc := change.incFields("b."+bucketKey(r.StartBucket)+".", 1)
+	inc := change.incFields(bucketKey(r.StartBucket), 1)
 	if len(inc) == 0 {
 		return nil
 	}

@@ -464,7 +464,7 @@ func TestRebuildCountsRepairs(t *testing.T) {
 	if _, err := s.records.InsertOne(ctx, missed); err != nil {
 		t.Fatal(err)
 	}
-	wrong := bson.D{{Key: "$inc", Value: bson.D{{Key: "b." + bucketKey(StartBucket(start)) + ".f", Value: int64(3)}}}}
+	wrong := bson.D{{Key: "$inc", Value: counts{Failed: 3}.incFields(bucketKey(StartBucket(start)), 1)}}
 	if _, err := s.recordCounts().UpdateOne(ctx, bson.D{{Key: "_id", Value: counterScope{scopePipeline, "p"}.docID(utcDay(start.Unix()))}}, wrong); err != nil {
 		t.Fatal(err)
 	}
@@ -561,5 +561,31 @@ func TestConcurrentFinishesCountOnce(t *testing.T) {
 	}
 	if want := "2024-03-01T00:00:00Z 1/1/0/0; "; statsText(got) != want {
 		t.Fatalf("%s, want %s", statsText(got), want)
+	}
+}
+
+// Packed bucket counts add up lane by lane, also with changes that take records out,
+// up to the largest count a lane holds.
+func TestPackedCounts(t *testing.T) {
+	const most = 1<<countLaneBits - 1
+	for _, tc := range []struct{ start, change counts }{
+		{counts{}, counts{Total: 1}},
+		{counts{Total: 5, Success: 3, Failed: 1, Aborted: 1}, counts{Success: -1, Failed: 1}},
+		{counts{Total: most, Success: most, Failed: most, Aborted: most}, counts{Total: -most, Aborted: -1}},
+		{counts{Total: 2, Aborted: 2}, counts{Total: most - 2, Success: most, Failed: most, Aborted: most - 2}},
+	} {
+		want := tc.start
+		want.plus(tc.change)
+		if got := unpackCounts(tc.start.pack() + tc.change.pack()); got != want {
+			t.Errorf("%+v + %+v = %+v, want %+v", tc.start, tc.change, got, want)
+		}
+		raw, err := bson.Marshal(bson.D{{Key: "c", Value: want}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back struct{ C counts }
+		if err := bson.Unmarshal(raw, &back); err != nil || back.C != want {
+			t.Errorf("%+v through BSON: %+v %v", want, back.C, err)
+		}
 	}
 }

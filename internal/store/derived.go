@@ -10,8 +10,8 @@ import (
 )
 
 // derivedMarker names the migration that built the derived data of records written
-// before the store kept it.
-const derivedMarker = "records.derived.v1"
+// before the store kept it (v2: bucket counts packed).
+const derivedMarker = "records.derived.v2"
 
 // RebuildDerived recomputes all data derived from the records (day counters,
 // recent-records summaries, pipeline directories) from the records themselves. It
