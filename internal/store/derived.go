@@ -14,9 +14,11 @@ import (
 const derivedMarker = "records.derived.v2"
 
 // RebuildDerived recomputes all data derived from the records (day counters,
-// recent-records summaries, pipeline directories) from the records themselves. It
-// reads every record; the store runs it once per database, and an operator may run
-// it again to repair counts a crash left behind.
+// pipeline cards, pipeline directories) from the records and pipelines themselves.
+// It reads every record. The store runs it once per database, when it first opens
+// one written without (or with an older layout of) the derived data; it is also
+// what would repair counts a crash left behind, but no command runs it on demand
+// yet.
 func (s *Store) RebuildDerived(ctx context.Context) error {
 	if err := s.rebuildCounts(ctx); err != nil {
 		return fmt.Errorf("rebuild record counters: %w", err)
