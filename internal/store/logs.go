@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"net/url"
 	"strconv"
@@ -203,20 +202,15 @@ func (s *Store) PutLogHead(ctx context.Context, h *logs.Head, version int64) err
 }
 
 // logHeadLocks serialise this process's compare-and-set of log heads on the
-// embedded FerretDB, by stripe of head _id. FerretDB (v1.24) answers the filter
+// embedded FerretDB (see stripedLocks). FerretDB (v1.24) answers the filter
 // {_id, lines} by reading and decoding every head there is, and then applies the
 // replacement with nothing in between to stop another writer: the compare-and-set
-// was neither cheap nor atomic there. Its one writer is the process that embeds it,
-// so a read of the head by _id alone and a replacement by _id alone under this
-// lock are both (see the counters' counterLocks).
-var logHeadLocks [64]sync.Mutex
+// was neither cheap nor atomic there. Under the lock, a read of the head by _id
+// alone and a replacement by _id alone are both.
+var logHeadLocks stripedLocks
 
 func (s *Store) putLogHeadLocked(ctx context.Context, d logHead, version int64) error {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(d.ID))
-	m := &logHeadLocks[h.Sum32()%uint32(len(logHeadLocks))]
-	m.Lock()
-	defer m.Unlock()
+	defer s.lockDoc(ctx, &logHeadLocks, d.ID)()
 	var cur struct {
 		Lines int64 `bson:"lines"`
 	}
