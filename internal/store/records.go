@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
@@ -215,11 +216,15 @@ func (s *Store) recordChanged(ctx context.Context, id string, level int) error {
 	if err != nil {
 		return fmt.Errorf("mark record %s counted: %w", id, err)
 	}
-	var errs []error
+	// Counters and cards are different documents: written at the same time.
+	var countErr error
+	var wg sync.WaitGroup
 	if level > before.CountedLevel {
-		errs = append(errs, s.countRecord(ctx, &before, before.CountedLevel, level))
+		wg.Go(func() { countErr = s.countRecord(ctx, &before, before.CountedLevel, level) })
 	}
-	return errors.Join(append(errs, s.noteRecent(ctx, &before))...)
+	noteErr := s.noteRecent(ctx, &before)
+	wg.Wait()
+	return errors.Join(countErr, noteErr)
 }
 
 func unfinishedStages(ss *model.StageStatus) []string {

@@ -119,12 +119,16 @@ func statusOfKind(kind string) string {
 	return kind
 }
 
-// noteRecent puts record r, as it is now, on its pipeline's cards.
+// noteRecent puts record r, as it is now, on its pipeline's cards (all at once:
+// they are different documents).
 func (s *Store) noteRecent(ctx context.Context, r *model.Record) error {
-	var errs []error
-	for _, sh := range shelvesFor(r.Status) {
-		errs = append(errs, s.mergeRecent(ctx, r.ProjectID, r.PipelineID, sh, []*model.Record{r}))
+	onto := shelvesFor(r.Status)
+	errs := make([]error, len(onto))
+	var wg sync.WaitGroup
+	for i, sh := range onto {
+		wg.Go(func() { errs[i] = s.mergeRecent(ctx, r.ProjectID, r.PipelineID, sh, []*model.Record{r}) })
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
