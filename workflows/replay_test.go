@@ -189,3 +189,19 @@ func TestReplayRejectsIncompatibleChanges(t *testing.T) {
 		})
 	}
 }
+
+// localEnvHistoryFile is the history of a record run from the local-environment
+// version on (three command stages, Success) on a single worker, recorded from the
+// record benchmark's `cyclone dev` shape: the cloud's limit, the start, the setup,
+// the teardown and the finish are local activities; the stages activities on the
+// workflow's own queue.
+const localEnvHistoryFile = "testdata/pipeline_record_history_local_env.json"
+
+func TestReplayLocalEnvironmentHistory(t *testing.T) {
+	logger := sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	replayer := worker.NewWorkflowReplayer()
+	replayer.RegisterWorkflowWithOptions(workflows.PipelineRecord, workflow.RegisterOptions{Name: workflows.RecordWorkflowName})
+	if err := replayer.ReplayWorkflowHistoryFromJSONFile(logger, localEnvHistoryFile); err != nil {
+		t.Fatalf("PipelineRecord no longer replays %s: %v", localEnvHistoryFile, err)
+	}
+}
