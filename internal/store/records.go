@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -142,11 +143,24 @@ func (s *Store) UpdateStage(ctx context.Context, id string, u model.StageUpdate)
 }
 
 // FinishRecord puts a record in a terminal state. Stages still Pending or Running end
-// with the record's status when it is Aborted or Failed.
+// with the record's status when it is Aborted or Failed. A record already terminal
+// keeps its ending.
 func (s *Store) FinishRecord(ctx context.Context, id, status, errorMessage string, end time.Time) error {
+	if err := s.finishRecord(ctx, id, status, errorMessage, end); err != nil {
+		return err
+	}
+	// The record is terminal now, with this status or the one it already had.
+	return s.recordChanged(ctx, id, countedFinal)
+}
+
+func (s *Store) finishRecord(ctx context.Context, id, status, errorMessage string, end time.Time) error {
+	defer s.lockDoc(ctx, &recordLocks, id)()
 	r, err := s.GetRecordByID(ctx, id)
 	if err != nil {
 		return err
+	}
+	if model.IsTerminal(r.Status) {
+		return nil
 	}
 	end = end.UTC().Truncate(time.Millisecond)
 	set := bson.D{{Key: "status", Value: status}, {Key: "endTime", Value: end}}
@@ -160,21 +174,48 @@ func (s *Store) FinishRecord(ctx context.Context, id, status, errorMessage strin
 				bson.E{Key: "stageStatus." + st + ".endTime", Value: end})
 		}
 	}
-	if err := s.updateUnfinished(ctx, id, set); err != nil {
-		return err
-	}
-	// The record is terminal now, with this status or the one it already had.
-	return s.recordChanged(ctx, id, countedFinal)
+	return s.updateRecordWhileLocked(ctx, id, unfinishedStatuses, bson.D{{Key: "$set", Value: set}})
 }
+
+// unfinishedStatuses are the statuses a record leaves for good.
+var unfinishedStatuses = bson.A{model.StatusPending, model.StatusRunning}
 
 // updateUnfinished applies set to a record that is not terminal yet.
 func (s *Store) updateUnfinished(ctx context.Context, id string, set bson.D) error {
-	filter := bson.D{
-		{Key: "_id", Value: id},
-		{Key: "status", Value: bson.D{{Key: "$in", Value: bson.A{model.StatusPending, model.StatusRunning}}}},
-	}
+	return s.updateRecordWhile(ctx, id, unfinishedStatuses, bson.D{{Key: "$set", Value: set}})
+}
+
+// updateRecordWhile applies update to record id if its status is one of statuses,
+// under the record's lock (see stripedLocks). MongoDB checks the status in the
+// update's filter; FerretDB, which would read every record for that filter, reads
+// the record's status by _id first.
+func (s *Store) updateRecordWhile(ctx context.Context, id string, statuses bson.A, update bson.D) error {
 	defer s.lockDoc(ctx, &recordLocks, id)()
-	_, err := s.records.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: set}}, options.Update())
+	if s.scansQueries(ctx) {
+		var cur struct {
+			Status string `bson:"status"`
+		}
+		err := s.records.FindOne(ctx, bson.D{{Key: "_id", Value: id}},
+			options.FindOne().SetProjection(bson.D{{Key: "status", Value: 1}})).Decode(&cur)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			return nil
+		}
+		if err != nil || !slices.Contains(statuses, any(cur.Status)) {
+			return err
+		}
+	}
+	return s.updateRecordWhileLocked(ctx, id, statuses, update)
+}
+
+// updateRecordWhileLocked is updateRecordWhile for a caller that holds the record's
+// lock and, on FerretDB, has read its status as one of statuses under it (every
+// status write of this process takes the lock, so it is still that).
+func (s *Store) updateRecordWhileLocked(ctx context.Context, id string, statuses bson.A, update bson.D) error {
+	filter := bson.D{{Key: "_id", Value: id}}
+	if !s.scansQueries(ctx) {
+		filter = append(filter, bson.E{Key: "status", Value: bson.D{{Key: "$in", Value: statuses}}})
+	}
+	_, err := s.records.UpdateOne(ctx, filter, update)
 	return err
 }
 

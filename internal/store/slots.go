@@ -110,10 +110,12 @@ func (s *Store) ListSlots(ctx context.Context) ([]*Slot, error) {
 func (s *Store) SetQueuePosition(ctx context.Context, recordID string, pos int64) error {
 	var err error
 	if pos <= 0 {
+		unlock := s.lockDoc(ctx, &recordLocks, recordID)
 		_, err = s.records.UpdateOne(ctx, bson.D{{Key: "_id", Value: recordID}},
 			bson.D{{Key: "$unset", Value: bson.D{{Key: "queuePosition", Value: ""}}}})
+		unlock()
 	} else {
-		_, err = s.records.UpdateOne(ctx, bson.D{{Key: "_id", Value: recordID}, {Key: "status", Value: model.StatusPending}},
+		err = s.updateRecordWhile(ctx, recordID, bson.A{model.StatusPending},
 			bson.D{{Key: "$set", Value: bson.D{{Key: "queuePosition", Value: pos}}}})
 	}
 	if err != nil {
