@@ -10,8 +10,9 @@ import (
 )
 
 // derivedMarker names the migration that built the derived data of records written
-// before the store kept it (v2: bucket counts packed).
-const derivedMarker = "records.derived.v2"
+// before the store kept it (v2: bucket counts packed; v3: cards and directories
+// packed).
+const derivedMarker = "records.derived.v3"
 
 // RebuildDerived recomputes all data derived from the records (day counters,
 // pipeline cards, pipeline directories) from the records and pipelines themselves.

@@ -3,13 +3,11 @@ package store
 import (
 	"cmp"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
@@ -83,33 +81,15 @@ func shelfToRead(kind string, n int64) (shelf, bool) {
 	return shelf{}, false
 }
 
-// pipelineCard is a card: the pipeline's own (Pipeline is the stored pipeline,
-// secrets sealed, packed) or a shelf. Recent holds its records by encoded record ID
-// (see recentKey).
-type pipelineCard struct {
-	ID        string                 `bson:"_id"`
-	ProjectID string                 `bson:"projectID"`
-	Pipeline  []byte                 `bson:"pipeline,omitempty"`
-	Recent    map[string]recentEntry `bson:"recent"`
-}
-
-// recentEntry is a record on a card: what orders it, and the record itself packed
-// (cards of whole records read field by field took ten times as long).
-type recentEntry struct {
-	ID        string    `bson:"id"`
-	StartTime time.Time `bson:"startTime"`
-	Doc       []byte    `bson:"doc"`
-}
-
-func newRecentEntry(r *model.Record) (recentEntry, error) {
-	doc, err := pack(r)
-	return recentEntry{ID: r.ID, StartTime: r.StartTime, Doc: doc}, err
+// cardContent is what a card holds, packed (see packedDoc): on a pipeline's own
+// card the stored pipeline (secrets sealed), and on every card its records, newest
+// first.
+type cardContent struct {
+	Pipeline *model.Pipeline `bson:"pipeline,omitempty"`
+	Records  []*model.Record `bson:"records"`
 }
 
 func (s *Store) cards() *mongo.Collection { return s.db.Collection("pipelineCards") }
-
-// recentKey encodes a record ID as a field name: no dots or dollars.
-func recentKey(recordID string) string { return "r" + hex.EncodeToString([]byte(recordID)) }
 
 // statusOfKind is the record status a kind selects ("" for every status).
 func statusOfKind(kind string) string {
@@ -163,53 +143,21 @@ func (s *Store) shelveGroups(ctx context.Context, groups map[recentGroup][]*mode
 	return nil
 }
 
-// mergeRecent adds recs to a shelf and then drops what is no longer among its
-// newest. Adding and dropping are each atomic on the one document, and only records
-// outside the newest of what the writer saw are dropped, so concurrent writers never
-// drop one of the newest.
+// mergeRecent adds recs to a shelf (replacing older copies of them) and keeps its
+// newest.
 func (s *Store) mergeRecent(ctx context.Context, projectID, pipelineID string, sh shelf, recs []*model.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	set := bson.D{{Key: "projectID", Value: projectID}}
-	for _, r := range recs {
-		e, err := newRecentEntry(r)
-		if err != nil {
-			return err
-		}
-		set = append(set, bson.E{Key: "recent." + recentKey(r.ID), Value: e})
-	}
-	id := sh.id(pipelineID)
-	defer s.lockDoc(ctx, &cardLocks, id)()
-	var after pipelineCard
-	err := s.cards().FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: id}},
-		bson.D{{Key: "$set", Value: set}},
-		options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.After)).Decode(&after)
-	if err != nil {
-		return err
-	}
-	entries := newestEntries(after.Recent)
-	if len(entries) <= sh.keep {
-		return nil
-	}
-	unset := bson.D{}
-	for _, e := range entries[sh.keep:] {
-		unset = append(unset, bson.E{Key: "recent." + recentKey(e.ID), Value: ""})
-	}
-	_, err = s.cards().UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$unset", Value: unset}})
-	return err
-}
-
-// newestEntries is entries newest first (the order of newestFirst).
-func newestEntries(entries map[string]recentEntry) []recentEntry {
-	out := make([]recentEntry, 0, len(entries))
-	for _, e := range entries {
-		out = append(out, e)
-	}
-	slices.SortFunc(out, func(a, b recentEntry) int {
-		return cmp.Or(b.StartTime.Compare(a.StartTime), strings.Compare(b.ID, a.ID))
+	return changePacked(ctx, s, s.cards(), &cardLocks, sh.id(pipelineID), projectID, func(c *cardContent) bool {
+		c.Records = slices.DeleteFunc(c.Records, func(old *model.Record) bool {
+			return slices.ContainsFunc(recs, func(r *model.Record) bool { return r.ID == old.ID })
+		})
+		c.Records = append(c.Records, recs...)
+		sortNewestFirst(c.Records)
+		c.Records = c.Records[:min(len(c.Records), sh.keep)]
+		return true
 	})
-	return out
 }
 
 // sortNewestFirst orders records as the newestFirst sort does: start time, then ID,
@@ -224,44 +172,32 @@ func sortNewestFirst(recs []*model.Record) {
 // may now hold fewer records than it keeps while older ones exist: it is filled
 // again from the records.
 func (s *Store) forgetRecent(ctx context.Context, r *model.Record) error {
-	key := recentKey(r.ID)
 	var errs []error
 	for _, sh := range shelvesFor(r.Status) {
-		var before pipelineCard
-		unlock := s.lockDoc(ctx, &cardLocks, sh.id(r.PipelineID))
-		err := s.cards().FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: sh.id(r.PipelineID)}},
-			bson.D{{Key: "$unset", Value: bson.D{{Key: "recent." + key, Value: ""}}}},
-			options.FindOneAndUpdate().SetReturnDocument(options.Before)).Decode(&before)
-		unlock()
-		if errors.Is(err, mongo.ErrNoDocuments) {
-			continue
-		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if _, held := before.Recent[key]; held {
-			recs, err := s.RecentRecords(ctx, r.PipelineID, statusOfKind(sh.kind), int64(sh.keep))
-			if err == nil {
+		held := false
+		err := changePacked(ctx, s, s.cards(), &cardLocks, sh.id(r.PipelineID), r.ProjectID, func(c *cardContent) bool {
+			n := len(c.Records)
+			c.Records = slices.DeleteFunc(c.Records, func(old *model.Record) bool { return old.ID == r.ID })
+			held = len(c.Records) < n
+			return held
+		})
+		if err == nil && held {
+			var recs []*model.Record
+			if recs, err = s.RecentRecords(ctx, r.PipelineID, statusOfKind(sh.kind), int64(sh.keep)); err == nil {
 				err = s.mergeRecent(ctx, r.ProjectID, r.PipelineID, sh, recs)
 			}
-			errs = append(errs, err)
 		}
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
 // cardPipeline puts the stored pipeline p on its card.
 func (s *Store) cardPipeline(ctx context.Context, p *model.Pipeline) error {
-	doc, err := pack(p)
-	if err != nil {
-		return err
-	}
-	defer s.lockDoc(ctx, &cardLocks, p.ID)()
-	_, err = s.cards().UpdateOne(ctx, bson.D{{Key: "_id", Value: p.ID}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "projectID", Value: p.ProjectID}, {Key: "pipeline", Value: doc}}}},
-		options.Update().SetUpsert(true))
-	return err
+	return changePacked(ctx, s, s.cards(), &cardLocks, p.ID, p.ProjectID, func(c *cardContent) bool {
+		c.Pipeline = p
+		return true
+	})
 }
 
 // RecentCounts says how many of each pipeline's newest records a list shows: of
@@ -311,9 +247,17 @@ func (s *Store) ListPipelinesRecent(ctx context.Context, projectID string, o Lis
 			}
 		}
 	}
-	cards, err := findByIDs[pipelineCard](ctx, s, s.cards(), cardIDs)
+	docs, err := findByIDs[packedDoc](ctx, s, s.cards(), cardIDs)
 	if err != nil {
 		return nil, 0, err
+	}
+	cards := make(map[string]*cardContent, len(docs))
+	for id, d := range docs {
+		c := new(cardContent)
+		if err := unpack(d.Content, c); err != nil {
+			return nil, 0, fmt.Errorf("card %s: %w", id, err)
+		}
+		cards[id] = c
 	}
 	items := make([]*model.ListedPipeline, 0, len(ids))
 	var unfinished []*model.Record // when noted: read again
@@ -331,17 +275,11 @@ func (s *Store) ListPipelinesRecent(ctx context.Context, projectID string, o Lis
 			if card == nil {
 				continue
 			}
-			entries := newestEntries(card.Recent)
-			recs := make([]*model.Record, 0, min(int64(len(entries)), rc.of(kind)))
-			for _, e := range entries[:min(int64(len(entries)), rc.of(kind))] {
-				r := new(model.Record)
-				if err := unpack(e.Doc, r); err != nil {
-					return nil, 0, fmt.Errorf("card %s: record %s: %w", card.ID, e.ID, err)
-				}
+			recs := card.Records[:min(int64(len(card.Records)), rc.of(kind))]
+			for _, r := range recs {
 				if !model.IsTerminal(r.Status) {
 					unfinished = append(unfinished, r)
 				}
-				recs = append(recs, r)
 			}
 			if len(recs) > 0 {
 				*lp.RecentOf(statusOfKind(kind)) = recs
@@ -357,15 +295,11 @@ func (s *Store) ListPipelinesRecent(ctx context.Context, projectID string, o Lis
 
 // pipelineOnCard is the pipeline a card holds, or the stored one when the card has
 // none.
-func (s *Store) pipelineOnCard(ctx context.Context, id string, card *pipelineCard) (*model.Pipeline, error) {
+func (s *Store) pipelineOnCard(ctx context.Context, id string, card *cardContent) (*model.Pipeline, error) {
 	if card == nil || card.Pipeline == nil {
 		return s.GetPipelineByID(ctx, id)
 	}
-	p := new(model.Pipeline)
-	if err := unpack(card.Pipeline, p); err != nil {
-		return nil, fmt.Errorf("card of pipeline %s: %w", id, err)
-	}
-	return p, nil
+	return card.Pipeline, nil
 }
 
 // refreshUnfinished replaces the copies of records noted before they finished by the
@@ -553,42 +487,68 @@ const lookupConcurrency = 8
 
 func (s *Store) directories() *mongo.Collection { return s.db.Collection("pipelineDirectories") }
 
+// directoryContent is what a project's directory holds, packed (see packedDoc): its
+// pipelines, by name.
+type directoryContent struct {
+	Pipelines []directoryEntry `bson:"pipelines"`
+}
+
+// directoryEntry is a pipeline in its project's directory.
+type directoryEntry struct {
+	ID   string `bson:"id"`
+	Name string `bson:"name"`
+}
+
+// sortByName orders a directory's entries by name, then ID.
+func (dc *directoryContent) sortByName() {
+	slices.SortFunc(dc.Pipelines, func(a, b directoryEntry) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID))
+	})
+}
+
 // listPipeline puts p in its project's directory (or renames it there).
 func (s *Store) listPipeline(ctx context.Context, p *model.Pipeline) error {
-	defer s.lockDoc(ctx, &directoryLocks, p.ProjectID)()
-	_, err := s.directories().UpdateOne(ctx, bson.D{{Key: "_id", Value: p.ProjectID}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "pipelines." + p.ID, Value: p.Name}}}},
-		options.Update().SetUpsert(true))
-	return err
+	return changePacked(ctx, s, s.directories(), &directoryLocks, p.ProjectID, p.ProjectID, func(dc *directoryContent) bool {
+		dc.Pipelines = slices.DeleteFunc(dc.Pipelines, func(e directoryEntry) bool { return e.ID == p.ID })
+		dc.Pipelines = append(dc.Pipelines, directoryEntry{ID: p.ID, Name: p.Name})
+		dc.sortByName()
+		return true
+	})
 }
 
 // unlistPipeline takes p out of its project's directory.
 func (s *Store) unlistPipeline(ctx context.Context, p *model.Pipeline) error {
-	defer s.lockDoc(ctx, &directoryLocks, p.ProjectID)()
-	_, err := s.directories().UpdateOne(ctx, bson.D{{Key: "_id", Value: p.ProjectID}},
-		bson.D{{Key: "$unset", Value: bson.D{{Key: "pipelines." + p.ID, Value: ""}}}})
-	return err
+	return changePacked(ctx, s, s.directories(), &directoryLocks, p.ProjectID, p.ProjectID, func(dc *directoryContent) bool {
+		n := len(dc.Pipelines)
+		dc.Pipelines = slices.DeleteFunc(dc.Pipelines, func(e directoryEntry) bool { return e.ID == p.ID })
+		return len(dc.Pipelines) < n
+	})
 }
 
-// directory is a project's pipelines: their names by ID.
-func (s *Store) directory(ctx context.Context, projectID string) (map[string]string, error) {
-	var dir struct {
-		Pipelines map[string]string `bson:"pipelines"`
+// directory is a project's pipelines, by name.
+func (s *Store) directory(ctx context.Context, projectID string) ([]directoryEntry, error) {
+	var doc packedDoc
+	err := s.directories().FindOne(ctx, bson.D{{Key: "_id", Value: projectID}}).Decode(&doc)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, nil
 	}
-	err := s.directories().FindOne(ctx, bson.D{{Key: "_id", Value: projectID}}).Decode(&dir)
-	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+	if err != nil {
 		return nil, err
 	}
-	return dir.Pipelines, nil
+	var dc directoryContent
+	if err := unpack(doc.Content, &dc); err != nil {
+		return nil, fmt.Errorf("directory of project %s: %w", projectID, err)
+	}
+	return dc.Pipelines, nil
 }
 
 // directoryLookup is the ID of the pipeline called name in a project's directory,
 // or "".
 func (s *Store) directoryLookup(ctx context.Context, projectID, name string) (string, error) {
 	dir, err := s.directory(ctx, projectID)
-	for id, n := range dir {
-		if n == name {
-			return id, err
+	for _, e := range dir {
+		if e.Name == name {
+			return e.ID, err
 		}
 	}
 	return "", err
@@ -601,20 +561,14 @@ func (s *Store) directoryPage(ctx context.Context, projectID string, o ListOptio
 	if err != nil {
 		return nil, 0, err
 	}
-	type entry struct{ id, name string }
-	entries := make([]entry, 0, len(dir))
-	for id, name := range dir {
-		entries = append(entries, entry{id, name})
-	}
-	slices.SortFunc(entries, func(a, b entry) int { return cmp.Or(strings.Compare(a.name, b.name), strings.Compare(a.id, b.id)) })
-	total := int64(len(entries))
-	page := entries[min(max(o.Start, 0), total):]
+	total := int64(len(dir))
+	page := dir[min(max(o.Start, 0), total):]
 	if o.Limit > 0 {
 		page = page[:min(o.Limit, int64(len(page)))]
 	}
 	ids := make([]string, len(page))
 	for i, e := range page {
-		ids[i] = e.id
+		ids[i] = e.ID
 	}
 	return ids, total, nil
 }
@@ -627,13 +581,18 @@ func (s *Store) rebuildDirectories(ctx context.Context) error {
 		return err
 	}
 	defer cur.Close(ctx)
-	byProject := map[string]bson.D{}
+	byProject := map[string]*directoryContent{}
 	for cur.Next(ctx) {
 		var p model.Pipeline
 		if err := cur.Decode(&p); err != nil {
 			return err
 		}
-		byProject[p.ProjectID] = append(byProject[p.ProjectID], bson.E{Key: p.ID, Value: p.Name})
+		dc := byProject[p.ProjectID]
+		if dc == nil {
+			dc = &directoryContent{}
+			byProject[p.ProjectID] = dc
+		}
+		dc.Pipelines = append(dc.Pipelines, directoryEntry{ID: p.ID, Name: p.Name})
 	}
 	if err := cur.Err(); err != nil {
 		return err
@@ -641,11 +600,76 @@ func (s *Store) rebuildDirectories(ctx context.Context) error {
 	if _, err := s.directories().DeleteMany(ctx, bson.D{}); err != nil {
 		return err
 	}
-	for projectID, pipelines := range byProject {
-		doc := bson.D{{Key: "_id", Value: projectID}, {Key: "pipelines", Value: pipelines}}
-		if _, err := s.directories().InsertOne(ctx, doc); err != nil {
+	for projectID, dc := range byProject {
+		dc.sortByName()
+		err := changePacked(ctx, s, s.directories(), &directoryLocks, projectID, projectID, func(c *directoryContent) bool {
+			*c = *dc
+			return true
+		})
+		if err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// packedDoc is a document whose content is one packed value, changed by reading it,
+// changing it and writing it back (changePacked): FerretDB reads such a document
+// far faster than the same content as fields.
+type packedDoc struct {
+	ID        string `bson:"_id"`
+	ProjectID string `bson:"projectID"`
+	Version   int64  `bson:"version"`
+	Content   []byte `bson:"content"`
+}
+
+// changePacked reads the packed document id of coll (a zero T when there is none),
+// lets change change its content and, when change says it did, writes it back. On
+// MongoDB the write is a compare-and-set on the document's version, tried again
+// when another writer came first; on FerretDB, whose filters beyond _id read every
+// document, the document's lock in this process (see stripedLocks) keeps other
+// writers out from the read to the write.
+func changePacked[T any](ctx context.Context, s *Store, coll *mongo.Collection, locks *stripedLocks, id, projectID string, change func(*T) bool) error {
+	defer s.lockDoc(ctx, locks, id)()
+	for range packedAttempts {
+		var doc packedDoc
+		err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&doc)
+		found := err == nil
+		if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+			return err
+		}
+		content := new(T)
+		if found {
+			if err := unpack(doc.Content, content); err != nil {
+				return fmt.Errorf("%s %s: %w", coll.Name(), id, err)
+			}
+		}
+		if !change(content) {
+			return nil
+		}
+		packed, err := pack(content)
+		if err != nil {
+			return err
+		}
+		if !found {
+			_, err := coll.InsertOne(ctx, packedDoc{ID: id, ProjectID: projectID, Version: 1, Content: packed})
+			if errors.Is(writeErr(err), ErrConflict) {
+				continue // created meanwhile: change that one
+			}
+			return err
+		}
+		filter := bson.D{{Key: "_id", Value: id}}
+		if !s.scansQueries(ctx) {
+			filter = append(filter, bson.E{Key: "version", Value: doc.Version})
+		}
+		res, err := coll.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: bson.D{
+			{Key: "projectID", Value: projectID}, {Key: "version", Value: doc.Version + 1}, {Key: "content", Value: packed}}}})
+		if err != nil || res.MatchedCount == 1 {
+			return err
+		}
+	}
+	return fmt.Errorf("%s %s: changed by others %d times in a row", coll.Name(), id, packedAttempts)
+}
+
+// packedAttempts bounds changePacked's compare-and-set attempts.
+const packedAttempts = 20
