@@ -30,7 +30,6 @@ type Store interface {
 	CreateRecord(ctx context.Context, r *model.Record) error
 	GetRecord(ctx context.Context, pipelineID, id string) (*model.Record, error)
 	ListRecords(ctx context.Context, pipelineID string, o store.ListOptions) ([]*model.Record, int64, error)
-	RecentRecords(ctx context.Context, pipelineID, status string, n int64) ([]*model.Record, error)
 	ListPipelinesRecent(ctx context.Context, projectID string, o store.ListOptions, rc store.RecentCounts) ([]*model.ListedPipeline, int64, error)
 	DeleteRecord(ctx context.Context, id string) error
 	RecordStats(ctx context.Context, q store.StatsQuery) ([]store.DayStats, error)

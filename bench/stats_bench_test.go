@@ -22,7 +22,8 @@ import (
 // store, at the full data; with GET /healthz and the same reads straight from the
 // store as baselines, all in one process. CYCLONE_BENCH_MONGO_URI points them at a
 // MongoDB instead of the embedded FerretDB (which reads the whole collection for
-// every query but a lone _id lookup, so there both cost the collection's size).
+// every query but a lone _id lookup: both reads come from data the store derives
+// from the records and reads by _id, see internal/store/counters.go and cards.go).
 
 // seedDays is how far back the seeded records start.
 const seedDays = 90

@@ -25,7 +25,7 @@ func (s *Store) RebuildDerived(ctx context.Context) error {
 		return fmt.Errorf("rebuild record counters: %w", err)
 	}
 	if err := s.rebuildRecent(ctx); err != nil {
-		return fmt.Errorf("rebuild recent-records summaries: %w", err)
+		return fmt.Errorf("rebuild pipeline cards: %w", err)
 	}
 	if err := s.rebuildDirectories(ctx); err != nil {
 		return fmt.Errorf("rebuild pipeline directories: %w", err)

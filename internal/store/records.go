@@ -222,7 +222,7 @@ func (s *Store) updateRecordWhileLocked(ctx context.Context, id string, statuses
 // The store keeps data derived from the records, read by _id alone so that reading
 // it costs the same however many records there are (the embedded FerretDB answers
 // any other query by reading the whole collection): per-day counters for the stats
-// (counters.go) and each pipeline's newest records (summaries.go). A record's
+// (counters.go) and each pipeline's cards (cards.go). A record's
 // countedLevel says how much of it the derived data holds.
 const (
 	countedNothing = 0

@@ -136,8 +136,12 @@ func (s *Store) ensureCollections(ctx context.Context) error {
 		if slices.Contains(existing, name) {
 			continue
 		}
+		err := s.db.CreateCollection(ctx, name)
 		var cmdErr mongo.CommandError
-		if err := s.db.CreateCollection(ctx, name); err != nil && !(errors.As(err, &cmdErr) && cmdErr.Code == 48) { // NamespaceExists: created meanwhile
+		if errors.As(err, &cmdErr) && cmdErr.Code == 48 {
+			continue // NamespaceExists: created meanwhile
+		}
+		if err != nil {
 			return fmt.Errorf("create collection %s: %w", name, err)
 		}
 	}

@@ -107,7 +107,7 @@ func TestRecentSummariesFollowRecords(t *testing.T) {
 		live = still
 		checkRecentAnswers(t, st, pipelineIDs, fmt.Sprintf("round %d", round))
 
-		// Delete some of the newest finished records: their summaries fill up again.
+		// Delete some of the newest finished records: their cards fill up again.
 		newest, err := st.RecentRecords(ctx, pipelineIDs[round%2], "", 4)
 		if err != nil {
 			t.Fatal(err)
