@@ -47,10 +47,6 @@ const (
 	scopeProject  = "project"
 )
 
-// counterReadsAtOnce bounds the counter documents RecordStats reads at the same time
-// where it reads them one by one.
-const counterReadsAtOnce = 8
-
 // counterWriteBatch is how many counter documents one bulk insert sends.
 const counterWriteBatch = 1000
 
@@ -352,41 +348,17 @@ func (s *Store) writeCounters(ctx context.Context, set counterSet, writeExisting
 }
 
 // readCounters reads the scope's counter documents of the UTC days firstDay to
-// lastDay; a day without one has none in the answer. MongoDB reads them in one
-// query on _id; where only a lone _id equality is not a scan (FerretDB) they are
-// read one by one, counterReadsAtOnce at a time.
-func (s *Store) readCounters(ctx context.Context, scope counterScope, firstDay, lastDay int64) ([]counterDoc, error) {
+// lastDay (by _id: see findByIDs); a day without one has none in the answer.
+func (s *Store) readCounters(ctx context.Context, scope counterScope, firstDay, lastDay int64) (map[string]*counterDoc, error) {
 	ids := make([]string, 0, lastDay-firstDay+1)
 	for day := firstDay; day <= lastDay; day++ {
 		ids = append(ids, scope.docID(day))
 	}
-	if !s.scansQueries(ctx) {
-		cur, err := s.recordCounts().Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
-		if err != nil {
-			return nil, fmt.Errorf("read counters: %w", err)
-		}
-		var docs []counterDoc
-		if err := cur.All(ctx, &docs); err != nil {
-			return nil, fmt.Errorf("read counters: %w", err)
-		}
-		return docs, nil
+	docs, err := findByIDs[counterDoc](ctx, s, s.recordCounts(), ids)
+	if err != nil {
+		return nil, fmt.Errorf("read counters: %w", err)
 	}
-	docs := make([]counterDoc, len(ids))
-	errs := make([]error, len(ids))
-	slots := make(chan struct{}, counterReadsAtOnce)
-	var wg sync.WaitGroup
-	for i, id := range ids {
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			err := s.recordCounts().FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&docs[i])
-			if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
-				errs[i] = fmt.Errorf("read counters %s: %w", id, err)
-			}
-		})
-	}
-	wg.Wait()
-	return docs, errors.Join(errs...)
+	return docs, nil
 }
 
 // dropPipelineCounts deletes a deleted pipeline's counters and takes them out of

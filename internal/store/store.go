@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
@@ -234,6 +235,59 @@ func findOne[T any](ctx context.Context, coll *mongo.Collection, filter bson.D) 
 	}
 	return &v, nil
 }
+
+// findByIDs reads the documents with the given IDs, by ID. MongoDB answers an $in
+// on _id from its index; FerretDB answers only a lone _id equality without reading
+// the whole collection, so there each is read on its own, a few at a time.
+func findByIDs[T any](ctx context.Context, s *Store, coll *mongo.Collection, ids []string) (map[string]*T, error) {
+	out := make(map[string]*T, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	idOf := func(raw bson.Raw) string { id, _ := raw.Lookup("_id").StringValueOK(); return id }
+	if !s.scansQueries(ctx) {
+		cur, err := coll.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
+		if err != nil {
+			return nil, err
+		}
+		defer cur.Close(ctx)
+		for cur.Next(ctx) {
+			v := new(T)
+			if err := cur.Decode(v); err != nil {
+				return nil, err
+			}
+			out[idOf(cur.Current)] = v
+		}
+		return out, cur.Err()
+	}
+	found := make([]*T, len(ids))
+	errs := make([]error, len(ids))
+	sem := make(chan struct{}, lookupConcurrency)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			v, err := findOne[T](ctx, coll, bson.D{{Key: "_id", Value: id}})
+			if !errors.Is(err, ErrNotFound) {
+				found[i], errs[i] = v, err
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	for i, v := range found {
+		if v != nil {
+			out[ids[i]] = v
+		}
+	}
+	return out, nil
+}
+
+// lookupConcurrency bounds the lookups by _id one read runs at once.
+const lookupConcurrency = 8
 
 // writeErr maps driver errors to the store's sentinel errors.
 func writeErr(err error) error {
