@@ -148,10 +148,24 @@ func (f *fixture) checkSuccess(t *testing.T, rec model.Record) {
 	if !ss.CodeCheckout.EndTime.After(rec.StartTime) && !ss.CodeCheckout.EndTime.Equal(rec.StartTime) {
 		t.Fatalf("checkout ended before the record started")
 	}
-	desc, err := f.env.Temporal.DescribeWorkflowExecution(context.Background(), rec.WorkflowID, rec.RunID)
+	desc, err := f.closedWorkflow(t, rec.WorkflowID, rec.RunID)
 	if err != nil || desc.WorkflowExecutionInfo.Status != enums.WORKFLOW_EXECUTION_STATUS_COMPLETED {
 		t.Fatalf("workflow: %v %v", desc, err)
 	}
+}
+
+// closedWorkflow describes a record's workflow once it has closed: the record is
+// projected terminal by the workflow's last activity, a moment before the workflow
+// itself completes.
+func (f *fixture) closedWorkflow(t *testing.T, id, runID string) (*workflowservice.DescribeWorkflowExecutionResponse, error) {
+	t.Helper()
+	var desc *workflowservice.DescribeWorkflowExecutionResponse
+	var err error
+	waitUntil(t, "the workflow to close", func() bool {
+		desc, err = f.env.Temporal.DescribeWorkflowExecution(context.Background(), id, runID)
+		return err != nil || desc.WorkflowExecutionInfo.Status != enums.WORKFLOW_EXECUTION_STATUS_RUNNING
+	})
+	return desc, err
 }
 
 func TestRecordLocalExecutor(t *testing.T) {
@@ -222,7 +236,7 @@ func TestRecordFailureAndAllowFailure(t *testing.T) {
 		done.StageStatus.UnitTest.Status != model.StatusFailed || done.StageStatus.Package != nil {
 		t.Fatalf("failed record %+v / %+v", done, done.StageStatus.UnitTest)
 	}
-	desc, err := f.env.Temporal.DescribeWorkflowExecution(context.Background(), done.ID, "")
+	desc, err := f.closedWorkflow(t, done.ID, "")
 	if err != nil || desc.WorkflowExecutionInfo.Status != enums.WORKFLOW_EXECUTION_STATUS_FAILED {
 		t.Fatalf("workflow of a failed record: %v %v", desc, err)
 	}
