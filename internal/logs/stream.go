@@ -34,7 +34,12 @@ type Head struct {
 	Lines int64
 	// Attempt is the stage attempt (1-based) of the last writer.
 	Attempt int
-	// Closed means the last writer closed: everything is sealed.
+	// Writer identifies the writer that stored the head (one random value per
+	// Writer): a writer whose answer from the store was lost tells its own write
+	// from another writer's by it.
+	Writer string
+	// Closed means the last writer closed: everything is sealed, or, for a log
+	// that never needed a chunk, all of it is the tail.
 	Closed bool
 }
 

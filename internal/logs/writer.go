@@ -3,6 +3,7 @@ package logs
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -59,6 +60,7 @@ func (s *Sink) OpenLog(ctx context.Context, t Target) (io.WriteCloser, error) {
 // store that stays unreachable for RetryFor is reported by Close, as for writes.
 func (s *Sink) Open(ctx context.Context, t Target) (*Writer, error) {
 	w := &Writer{
+		id:         rand.Text(),
 		store:      s.Store,
 		hub:        s.Hub,
 		log:        s.Logger,
@@ -92,6 +94,7 @@ func (s *Sink) Open(ctx context.Context, t Target) (*Writer, error) {
 // RetryFor, later lines are dropped and Close reports the error, so a step is never
 // stuck on its output.
 type Writer struct {
+	id     string // see Head.Writer
 	store  Store
 	hub    *Hub
 	log    *slog.Logger
@@ -153,8 +156,8 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Close stores what is left (a last line without newline included), seals the
-// stream and waits for the store. It returns the first storage error, if any.
+// Close stores what is left (a last line without newline included), closes the
+// stream (sealing it, see plan) and waits for the store. It returns the first storage error, if any.
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	if !w.closed {
@@ -290,8 +293,14 @@ func (w *Writer) flushLoop() {
 }
 
 // load reads the stored head to write after, retrying a failing store for
-// RetryFor.
+// RetryFor. A first attempt expects none and reads nothing: a stream that has lines
+// all the same (a stage run again by a reset workflow) makes its first write fail
+// its compare-and-set, and commit reads the head then.
 func (w *Writer) load() error {
+	if w.target.Attempt <= 1 {
+		w.adopt(nil)
+		return nil
+	}
 	deadline := time.Now().Add(w.retry)
 	backoff := 50 * time.Millisecond
 	for {
@@ -333,7 +342,7 @@ func (w *Writer) commit(batch []string, final bool) error {
 		h, rerr := w.store.GetLogHead(ctx, w.target.Stream)
 		cancel()
 		if rerr == nil {
-			if h != nil && h.Lines == next.Lines && h.Chunks == next.Chunks && h.Closed == next.Closed {
+			if h != nil && h.Writer == w.id && h.Lines == next.Lines && h.Chunks == next.Chunks && h.Closed == next.Closed {
 				w.adopt(h) // it landed after all
 				w.hub.Notify(w.target.Stream)
 				return nil
@@ -356,8 +365,9 @@ func (w *Writer) commit(batch []string, final bool) error {
 }
 
 // plan computes the head after batch, and the chunks to seal: when the tail
-// outgrows its limits (or the writer closes) it is cut into chunks, and a last
-// piece that fits the limits stays the tail.
+// outgrows its limits it is cut into chunks, and a last piece that fits the limits
+// stays the tail. When the writer closes, everything is sealed but a log short
+// enough to have stayed the tail all along.
 func (w *Writer) plan(batch []string, final bool) (Head, []*Chunk) {
 	next := w.head
 	tail := make([]string, 0, len(w.head.Tail)+len(batch))
@@ -366,15 +376,19 @@ func (w *Writer) plan(batch []string, final bool) (Head, []*Chunk) {
 	for _, l := range tail {
 		size += len(l)
 	}
+	fits := len(tail) <= w.maxTailN && size <= w.maxTailB
+	// A closed stream is sealed whole, unless it is short enough to stay the head's
+	// tail without ever having had a chunk: a short log costs one write.
+	sealAll := final && !(fits && next.Chunks == 0)
 	var chunks []*Chunk
-	if final || len(tail) > w.maxTailN || size > w.maxTailB {
+	if sealAll || !fits {
 		for len(tail) > 0 {
 			n, b := 0, 0
 			for n < len(tail) && n < w.maxChunkN && (n == 0 || b+len(tail[n]) <= w.maxChunkB) {
 				b += len(tail[n])
 				n++
 			}
-			if !final && n == len(tail) && n <= w.maxTailN && b <= w.maxTailB {
+			if !sealAll && n == len(tail) && n <= w.maxTailN && b <= w.maxTailB {
 				break
 			}
 			chunks = append(chunks, &Chunk{Stream: w.target.Stream, Seq: next.Chunks, First: next.Sealed, Lines: tail[:n:n], Attempt: w.target.Attempt})
@@ -388,6 +402,7 @@ func (w *Writer) plan(batch []string, final bool) (Head, []*Chunk) {
 	next.Lines = next.Sealed + int64(len(tail))
 	next.Attempt = w.target.Attempt
 	next.Closed = final
+	next.Writer = w.id
 	return next, chunks
 }
 

@@ -156,7 +156,7 @@ func TestWriterBatchesIntoChunks(t *testing.T) {
 	})
 	t.Run("byte limit", func(t *testing.T) {
 		s := newStream("unitTest")
-		w := open(t, &logs.Sink{MaxChunkBytes: 1000, FlushDelay: time.Hour}, s, 1)
+		w := open(t, &logs.Sink{MaxChunkBytes: 1000, MaxTailBytes: 1000, FlushDelay: time.Hour}, s, 1)
 		for range 10 {
 			mustWrite(t, w, strings.Repeat("x", 299)+"\n")
 		}
@@ -185,11 +185,14 @@ func TestWriterBatchesIntoChunks(t *testing.T) {
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
-		cs := chunks(t, s)
-		if len(cs) != 1 {
+		// A log that never outgrew the tail stays there when closed: no chunk.
+		if h := head(t, s); h.Lines != 5 || len(h.Tail) != 5 || h.Chunks != 0 || !h.Closed {
+			t.Fatalf("head after close %+v", h)
+		}
+		if cs := chunks(t, s); len(cs) != 0 {
 			t.Fatalf("%d chunks", len(cs))
 		}
-		equalLines(t, cs[0].Lines, []string{"slow 0", "slow 1", "slow 2", "slow 3", "slow 4"})
+		equalLines(t, readAll(t, s), []string{"slow 0", "slow 1", "slow 2", "slow 3", "slow 4"})
 	})
 	t.Run("a full tail is sealed", func(t *testing.T) {
 		s := newStream("unitTest")
@@ -240,10 +243,63 @@ func TestWriterRetriedAttemptAppends(t *testing.T) {
 		t.Fatal(err)
 	}
 	equalLines(t, readAll(t, s), append(want, "Stage: UnitTest attempt 3"))
+	if h := head(t, s); h.Attempt != 3 || !h.Closed || h.Lines != 8 {
+		t.Fatalf("head %+v", h)
+	}
+
+	// An attempt sealing chunks marks them as its own.
+	w4 := open(t, &logs.Sink{MaxTailLines: 1}, s, 4)
+	mustWrite(t, w4, "Stage: UnitTest attempt 4\nstep 1\n")
+	if err := w4.Close(); err != nil {
+		t.Fatal(err)
+	}
+	equalLines(t, readAll(t, s), append(want, "Stage: UnitTest attempt 3", "Stage: UnitTest attempt 4", "step 1"))
 	cs := chunks(t, s)
-	if len(cs) != 2 || cs[1].First != 7 || cs[1].Attempt != 3 {
+	if len(cs) != 1 || cs[0].First != 0 || len(cs[0].Lines) != 10 || cs[0].Attempt != 4 {
 		t.Fatalf("chunks %+v", cs)
 	}
+}
+
+// countingHeadStore counts the reads of heads.
+type countingHeadStore struct {
+	logs.Store
+	reads atomic.Int64
+}
+
+func (c *countingHeadStore) GetLogHead(ctx context.Context, s logs.Stream) (*logs.Head, error) {
+	c.reads.Add(1)
+	return c.Store.GetLogHead(ctx, s)
+}
+
+func TestWriterFirstAttemptWritesOnce(t *testing.T) {
+	// A short log of a first attempt is one write: no head read before, no chunk.
+	s := newStream("unitTest")
+	cs := &countingHeadStore{Store: st}
+	w := open(t, &logs.Sink{Store: cs}, s, 1)
+	mustWrite(t, w, "Stage: UnitTest status: start\nStage: UnitTest status: finish\n")
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := cs.reads.Load(); n != 0 {
+		t.Fatalf("%d head reads", n)
+	}
+	if h := head(t, s); !h.Closed || h.Lines != 2 || h.Chunks != 0 {
+		t.Fatalf("head %+v", h)
+	}
+
+	// A first attempt of a stream that has lines all the same (its stage run
+	// again after a workflow reset) finds out on its first write and appends.
+	again := open(t, &logs.Sink{Store: cs, MaxTailLines: 2}, s, 1)
+	mustWrite(t, again, "Stage: UnitTest status: start\nrerun\n")
+	if err := again.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if cs.reads.Load() == 0 {
+		t.Fatal("the head was not read after the failed compare-and-set")
+	}
+	equalLines(t, readAll(t, s), []string{
+		"Stage: UnitTest status: start", "Stage: UnitTest status: finish", "Stage: UnitTest status: start", "rerun",
+	})
 }
 
 func waitLen(t *testing.T, r *logs.Reader, s logs.Stream, n int64) {
@@ -298,10 +354,11 @@ func TestWriterNoDuplicateAfterLostReplies(t *testing.T) {
 	ls.loseChunks.Store(2)
 	w := open(t, &logs.Sink{Store: ls, FlushDelay: time.Millisecond, MaxTailLines: 3, MaxChunkLines: 4}, s, 1)
 	var want []string
+	r := &logs.Reader{Store: st}
 	for i := range 20 {
 		mustWrite(t, w, fmt.Sprintf("l%d\n", i))
 		want = append(want, fmt.Sprintf("l%d", i))
-		time.Sleep(3 * time.Millisecond)
+		waitLen(t, r, s, int64(i+1)) // a store write per line, however busy the machine
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
@@ -429,7 +486,8 @@ func TestWriterOpenReportsAStoreThatStaysDown(t *testing.T) {
 	s := newStream("unitTest")
 	fs := &flakyHeadStore{Store: st}
 	fs.fail.Store(1 << 40)
-	w := open(t, &logs.Sink{Store: fs, Logger: slog.New(slog.DiscardHandler), RetryFor: 100 * time.Millisecond}, s, 1)
+	// A retried attempt reads the head before it writes (a first one does not).
+	w := open(t, &logs.Sink{Store: fs, Logger: slog.New(slog.DiscardHandler), RetryFor: 100 * time.Millisecond}, s, 2)
 	mustWrite(t, w, "lost\n")
 	if err := w.Close(); err == nil || !strings.Contains(err.Error(), "no reachable servers") {
 		t.Fatalf("close: %v, want the storage error", err)

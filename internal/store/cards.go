@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -235,32 +236,25 @@ func (s *Store) ListPipelinesRecent(ctx context.Context, projectID string, o Lis
 	}
 	cardIDs := slices.Clone(ids) // the pipelines' own cards
 	read := map[string]shelf{}   // kind: the shelf read for it
+	shown := map[string]int64{}  // card ID: how many of its records the page shows
 	for _, kind := range recentKindsListed {
 		if n := rc.of(kind); n > 0 {
 			if sh, ok := shelfToRead(kind, n); ok {
 				read[kind] = sh
-				if sh.suffix != "" {
-					for _, id := range ids {
+				for _, id := range ids {
+					shown[sh.id(id)] = n
+					if sh.suffix != "" {
 						cardIDs = append(cardIDs, sh.id(id))
 					}
 				}
 			}
 		}
 	}
-	docs, err := findByIDs[packedDoc](ctx, s, s.cards(), cardIDs)
+	cards, live, err := s.readCards(ctx, cardIDs, shown)
 	if err != nil {
 		return nil, 0, err
 	}
-	cards := make(map[string]*cardContent, len(docs))
-	for id, d := range docs {
-		c := new(cardContent)
-		if err := unpack(d.Content, c); err != nil {
-			return nil, 0, fmt.Errorf("card %s: %w", id, err)
-		}
-		cards[id] = c
-	}
 	items := make([]*model.ListedPipeline, 0, len(ids))
-	var unfinished []*model.Record // when noted: read again
 	for _, id := range ids {
 		p, err := s.pipelineOnCard(ctx, id, cards[id])
 		if errors.Is(err, ErrNotFound) || (err == nil && p.ProjectID != projectID) {
@@ -276,21 +270,68 @@ func (s *Store) ListPipelinesRecent(ctx context.Context, projectID string, o Lis
 				continue
 			}
 			recs := card.Records[:min(int64(len(card.Records)), rc.of(kind))]
-			for _, r := range recs {
-				if !model.IsTerminal(r.Status) {
-					unfinished = append(unfinished, r)
-				}
-			}
 			if len(recs) > 0 {
 				*lp.RecentOf(statusOfKind(kind)) = recs
 			}
 		}
 		items = append(items, lp)
 	}
-	if err := s.refreshUnfinished(ctx, items, unfinished); err != nil {
-		return nil, 0, err
-	}
+	refreshUnfinished(items, live)
 	return items, total, s.addRecentFromRecords(ctx, items, rc, read)
+}
+
+// readCards reads and unpacks the cards with the given IDs, and the records among
+// the first shown[id] of each that were unfinished when noted, as they are now
+// (those deleted since are left out). On FerretDB, where every document is a
+// lookup of its own, a card's records are read right after it by the same lookup,
+// not after all the cards.
+func (s *Store) readCards(ctx context.Context, ids []string, shown map[string]int64) (map[string]*cardContent, map[string]*model.Record, error) {
+	cards := make(map[string]*cardContent, len(ids))
+	live := map[string]*model.Record{}
+	var later []string // MongoDB: read after the cards, with one query
+	var mu sync.Mutex
+	inline := s.scansQueries(ctx)
+	err := eachByID(ctx, s, s.cards(), ids, func(id string, d *packedDoc) error {
+		c := new(cardContent)
+		if err := unpack(d.Content, c); err != nil {
+			return fmt.Errorf("card %s: %w", id, err)
+		}
+		var stale []string
+		for _, r := range c.Records[:min(int64(len(c.Records)), shown[id])] {
+			if !model.IsTerminal(r.Status) {
+				stale = append(stale, r.ID)
+			}
+		}
+		now := make(map[string]*model.Record, len(stale))
+		if inline {
+			for _, rid := range stale {
+				r, err := findOne[model.Record](ctx, s.records, bson.D{{Key: "_id", Value: rid}})
+				if errors.Is(err, ErrNotFound) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				now[rid] = r
+			}
+			stale = nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		cards[id] = c
+		maps.Copy(live, now)
+		later = append(later, stale...)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	now, err := findByIDs[model.Record](ctx, s, s.records, later)
+	if err != nil {
+		return nil, nil, err
+	}
+	maps.Copy(live, now)
+	return cards, live, nil
 }
 
 // pipelineOnCard is the pipeline a card holds, or the stored one when the card has
@@ -302,27 +343,16 @@ func (s *Store) pipelineOnCard(ctx context.Context, id string, card *cardContent
 	return card.Pipeline, nil
 }
 
-// refreshUnfinished replaces the copies of records noted before they finished by the
-// records as they are now, and drops those deleted since.
-func (s *Store) refreshUnfinished(ctx context.Context, items []*model.ListedPipeline, stale []*model.Record) error {
-	if len(stale) == 0 {
-		return nil
-	}
-	ids := make([]string, len(stale))
-	for i, r := range stale {
-		ids[i] = r.ID
-	}
-	now, err := findByIDs[model.Record](ctx, s, s.records, ids)
-	if err != nil {
-		return err
-	}
+// refreshUnfinished replaces the copies of records noted before they finished by
+// the records as they are now (live), and drops those deleted since.
+func refreshUnfinished(items []*model.ListedPipeline, live map[string]*model.Record) {
 	for _, lp := range items {
 		for _, kind := range recentKindsListed {
 			recs := lp.RecentOf(statusOfKind(kind))
 			kept := (*recs)[:0]
 			for _, r := range *recs {
 				if !model.IsTerminal(r.Status) {
-					if r = now[r.ID]; r == nil {
+					if r = live[r.ID]; r == nil {
 						continue
 					}
 				}
@@ -334,7 +364,6 @@ func (s *Store) refreshUnfinished(ctx context.Context, items []*model.ListedPipe
 			*recs = kept
 		}
 	}
-	return nil
 }
 
 // addRecentFromRecords reads from the records the recent records of the kinds rc

@@ -62,8 +62,16 @@ func checkRecentAnswers(t *testing.T, st *store.Store, pipelineIDs []string, whe
 // order of start times, running (renamed), finishing, deletion and rotation, and a
 // rebuild from the records gives the same answers.
 func TestRecentSummariesFollowRecords(t *testing.T) {
-	st, _ := startStore(t)
+	st, uri := startStore(t)
 	ctx := context.Background()
+	// The same data read the MongoDB way (unfinished records read after the
+	// cards, with one query) answers the same.
+	mongoWay, err := store.Open(ctx, uri, "cyclone", newBox(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mongoWay.Close(ctx) })
+	store.UseMongoDBPaths(mongoWay)
 	rng := rand.New(rand.NewPCG(3, 4))
 	var pipelineIDs []string
 	for _, name := range []string{"a", "b", "c"} {
@@ -106,6 +114,7 @@ func TestRecentSummariesFollowRecords(t *testing.T) {
 		}
 		live = still
 		checkRecentAnswers(t, st, pipelineIDs, fmt.Sprintf("round %d", round))
+		checkRecentAnswers(t, mongoWay, pipelineIDs, fmt.Sprintf("round %d, the MongoDB way", round))
 
 		// Delete some of the newest finished records: their cards fill up again.
 		newest, err := st.RecentRecords(ctx, pipelineIDs[round%2], "", 4)

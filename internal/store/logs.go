@@ -51,6 +51,7 @@ type logHead struct {
 	Lines      int64     `bson:"lines"`
 	Attempt    int       `bson:"attempt"`
 	Closed     bool      `bson:"closed"`
+	Writer     string    `bson:"writer,omitempty"`
 	Updated    time.Time `bson:"updated"`
 }
 
@@ -166,6 +167,7 @@ func (s *Store) GetLogHead(ctx context.Context, st logs.Stream) (*logs.Head, err
 	return &logs.Head{
 		Stream: logs.Stream{ProjectID: d.ProjectID, PipelineID: d.PipelineID, RecordID: d.RecordID, Stage: d.Stage, Task: d.Task},
 		Chunks: d.Chunks, Sealed: d.Sealed, Tail: d.Tail, Lines: d.Lines, Attempt: d.Attempt, Closed: d.Closed,
+		Writer: d.Writer,
 	}, nil
 }
 
@@ -179,7 +181,7 @@ func (s *Store) PutLogHead(ctx context.Context, h *logs.Head, version int64) err
 	d := logHead{
 		ID: logStreamID(h.Stream), ProjectID: h.ProjectID, PipelineID: h.PipelineID, RecordID: h.RecordID,
 		Stage: h.Stage, Task: h.Task, Chunks: h.Chunks, Sealed: h.Sealed, Tail: tail, Lines: h.Lines,
-		Attempt: h.Attempt, Closed: h.Closed, Updated: now(),
+		Attempt: h.Attempt, Closed: h.Closed, Writer: h.Writer, Updated: now(),
 	}
 	if version == 0 {
 		_, err := s.logHeads().InsertOne(ctx, d)

@@ -236,31 +236,49 @@ func findOne[T any](ctx context.Context, coll *mongo.Collection, filter bson.D) 
 	return &v, nil
 }
 
-// findByIDs reads the documents with the given IDs, by ID. MongoDB answers an $in
-// on _id from its index; FerretDB answers only a lone _id equality without reading
-// the whole collection, so there each is read on its own, a few at a time.
+// findByIDs reads the documents with the given IDs, by ID (see eachByID).
 func findByIDs[T any](ctx context.Context, s *Store, coll *mongo.Collection, ids []string) (map[string]*T, error) {
 	out := make(map[string]*T, len(ids))
-	if len(ids) == 0 {
-		return out, nil
+	var mu sync.Mutex
+	err := eachByID(ctx, s, coll, ids, func(id string, v *T) error {
+		mu.Lock()
+		out[id] = v
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	idOf := func(raw bson.Raw) string { id, _ := raw.Lookup("_id").StringValueOK(); return id }
+	return out, nil
+}
+
+// eachByID reads the documents with the given IDs, by ID, and calls f with each one
+// found, as it arrives: f may be called from several goroutines at once. MongoDB
+// answers an $in on _id from its index; FerretDB answers only a lone _id equality
+// without reading the whole collection, so there each is read on its own, a few at
+// a time, and f runs in the lookup's goroutine (its own lookups overlap the others').
+func eachByID[T any](ctx context.Context, s *Store, coll *mongo.Collection, ids []string, f func(id string, v *T) error) error {
+	if len(ids) == 0 {
+		return nil
+	}
 	if !s.scansQueries(ctx) {
 		cur, err := coll.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		defer cur.Close(ctx)
 		for cur.Next(ctx) {
 			v := new(T)
 			if err := cur.Decode(v); err != nil {
-				return nil, err
+				return err
 			}
-			out[idOf(cur.Current)] = v
+			id, _ := cur.Current.Lookup("_id").StringValueOK()
+			if err := f(id, v); err != nil {
+				return err
+			}
 		}
-		return out, cur.Err()
+		return cur.Err()
 	}
-	found := make([]*T, len(ids))
 	errs := make([]error, len(ids))
 	sem := make(chan struct{}, lookupConcurrency)
 	var wg sync.WaitGroup
@@ -269,21 +287,17 @@ func findByIDs[T any](ctx context.Context, s *Store, coll *mongo.Collection, ids
 		wg.Go(func() {
 			defer func() { <-sem }()
 			v, err := findOne[T](ctx, coll, bson.D{{Key: "_id", Value: id}})
-			if !errors.Is(err, ErrNotFound) {
-				found[i], errs[i] = v, err
+			switch {
+			case errors.Is(err, ErrNotFound):
+			case err != nil:
+				errs[i] = err
+			default:
+				errs[i] = f(id, v)
 			}
 		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	for i, v := range found {
-		if v != nil {
-			out[ids[i]] = v
-		}
-	}
-	return out, nil
+	return errors.Join(errs...)
 }
 
 // lookupConcurrency bounds the lookups by _id one read runs at once.
