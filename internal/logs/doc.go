@@ -13,8 +13,10 @@
 // chunks (Sealed, in Chunks chunks) and the rest, the Tail, at most MaxTailLines
 // lines or MaxTailBytes bytes. Lines beyond that are sealed into immutable Chunks of
 // up to MaxChunkLines lines or MaxChunkBytes bytes, numbered 0, 1, 2, ... without
-// gaps; closing a writer seals the tail too. So a quiet stage costs one chunk per
-// 64 KiB or so, never one document per line, and no document grows without bound.
+// gaps; closing a writer seals the tail too, unless the stream never needed a chunk:
+// then its few lines stay the closed head's tail. So a short stage log is one head,
+// a quiet stage costs one chunk per 64 KiB or so, never one document per line, and
+// no document grows without bound.
 //
 // Readers poll the head, a small document, and read sealed chunks in windows only
 // when they are behind. Writers only insert chunks, never update them, then replace
@@ -36,10 +38,11 @@
 // worker never holds a whole log, whatever a step prints.
 //
 // Writes are idempotent: after a failure whose outcome is unknown the writer reads
-// the head back before trying again, and a chunk stored by an earlier try is
-// overwritten only while no head counts it. A new Writer on a stream that already
-// has lines (a retried stage attempt, after a dead worker's) adopts the stored head
-// and writes after its last line. A writer that finds the head moved by another one
+// the head back before trying again (a head stored by this writer carries its ID),
+// and a chunk stored by an earlier try is overwritten only while no head counts it.
+// A Writer of a retried stage attempt (after a dead worker's) reads the stored head
+// and writes after its last line; a first attempt expects an empty stream and learns
+// otherwise from its first compare-and-set. A writer that finds the head moved by another one
 // (a worker thought dead that still writes) writes after that writer's lines.
 //
 // # Reading
