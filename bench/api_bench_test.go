@@ -24,7 +24,8 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 
 // BenchmarkListProjects: GET /api/v1/projects?limit=50 with 1,000 projects, against
 // the same page read straight from the store and against GET /healthz (the HTTP
-// floor), all in the same run.
+// floor), all in the same run; and GET of one project by name, which every request
+// under /projects/{project} does first.
 func BenchmarkListProjects(b *testing.B) {
 	env := testenv.Start(b, testenv.Options{NoWorker: true})
 	for i := range 1000 {
@@ -44,7 +45,7 @@ func BenchmarkListProjects(b *testing.B) {
 		}
 		return out
 	}
-	var api, direct, health []time.Duration
+	var api, direct, health, one []time.Duration
 	for b.Loop() {
 		api = measure(func() { mustStatus(b, env.Do("GET", "/api/v1/projects?limit=50", nil), http.StatusOK) })
 		direct = measure(func() {
@@ -53,11 +54,14 @@ func BenchmarkListProjects(b *testing.B) {
 			}
 		})
 		health = measure(func() { mustStatus(b, env.Do("GET", "/healthz", nil), http.StatusOK) })
+		one = measure(func() { mustStatus(b, env.Do("GET", "/api/v1/projects/project-0500", nil), http.StatusOK) })
 	}
 	b.ReportMetric(ms(percentile(api, 0.5)), "api-p50-ms")
 	b.ReportMetric(ms(percentile(api, 0.99)), "api-p99-ms")
 	b.ReportMetric(ms(percentile(direct, 0.5)), "store-p50-ms")
 	b.ReportMetric(ms(percentile(health, 0.5)), "healthz-p50-ms")
+	b.ReportMetric(ms(percentile(one, 0.5)), "get-one-p50-ms")
+	b.ReportMetric(ms(percentile(one, 0.99)), "get-one-p99-ms")
 	b.ReportMetric(ms(percentile(api, 0.5))/ms(percentile(direct, 0.5)), "api/store")
 }
 

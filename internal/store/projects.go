@@ -6,6 +6,8 @@ import (
 
 	"github.com/google/uuid"
 	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/cycloneci/cyclone/internal/model"
 	"github.com/cycloneci/cyclone/internal/scm"
@@ -102,13 +104,60 @@ func (s *Store) CreateProject(ctx context.Context, p *model.Project) error {
 	if err := s.sealProject(p, nil); err != nil {
 		return err
 	}
-	_, err := s.projects.InsertOne(ctx, p)
-	return writeErr(err)
+	if _, err := s.projects.InsertOne(ctx, p); err != nil {
+		return writeErr(err)
+	}
+	s.noteProjectName(ctx, p)
+	return nil
 }
 
 // GetProject returns the project with the given name.
 func (s *Store) GetProject(ctx context.Context, name string) (*model.Project, error) {
-	return findOne[model.Project](ctx, s.projects, bson.D{{Key: "name", Value: name}})
+	if s.scansQueries(ctx) {
+		var hint projectName
+		err := s.projectNames().FindOne(ctx, bson.D{{Key: "_id", Value: name}}).Decode(&hint)
+		if err == nil {
+			if p, err := s.GetProjectByID(ctx, hint.ProjectID); err == nil && p.Name == name {
+				return p, nil
+			}
+		}
+	}
+	p, err := findOne[model.Project](ctx, s.projects, bson.D{{Key: "name", Value: name}})
+	if err == nil {
+		s.noteProjectName(ctx, p) // missing or stale: right from now on
+	}
+	return p, err
+}
+
+// projectName is a hint kept on the embedded FerretDB, which answers any query but
+// a lone _id equality by reading the whole collection: a project's ID by its name,
+// read by _id. A hint is checked against the project it names (a stale one, left by a
+// rename or a deletion, or a missing one, falls back to the query by name and is
+// written again), so it never has to be exact: it is written after the project, and
+// a failure to write it costs only a slower lookup.
+type projectName struct {
+	Name      string `bson:"_id"`
+	ProjectID string `bson:"projectID"`
+}
+
+func (s *Store) projectNames() *mongo.Collection { return s.db.Collection("projectNames") }
+
+// noteProjectName writes the name hint of p (FerretDB only).
+func (s *Store) noteProjectName(ctx context.Context, p *model.Project) {
+	if !s.scansQueries(ctx) {
+		return
+	}
+	_, _ = s.projectNames().ReplaceOne(ctx, bson.D{{Key: "_id", Value: p.Name}},
+		projectName{Name: p.Name, ProjectID: p.ID}, options.Replace().SetUpsert(true))
+}
+
+// forgetProjectName drops the name hint of a project renamed or deleted (FerretDB
+// only), if it still names that project.
+func (s *Store) forgetProjectName(ctx context.Context, name, id string) {
+	if !s.scansQueries(ctx) {
+		return
+	}
+	_, _ = s.projectNames().DeleteOne(ctx, bson.D{{Key: "_id", Value: name}, {Key: "projectID", Value: id}})
 }
 
 // GetProjectByID returns the project with the given ID.
@@ -145,6 +194,10 @@ func (s *Store) UpdateProject(ctx context.Context, name string, p *model.Project
 	if res.MatchedCount == 0 {
 		return ErrNotFound
 	}
+	if p.Name != old.Name {
+		s.forgetProjectName(ctx, old.Name, old.ID)
+		s.noteProjectName(ctx, p)
+	}
 	return nil
 }
 
@@ -162,13 +215,15 @@ func (s *Store) DeleteProject(ctx context.Context, id string) error {
 	if _, err := s.pipelines.DeleteMany(ctx, bson.D{{Key: "projectID", Value: id}}); err != nil {
 		return err
 	}
-	res, err := s.projects.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}})
+	var gone model.Project
+	err := s.projects.FindOneAndDelete(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&gone)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return ErrNotFound
+	}
 	if err != nil {
 		return err
 	}
-	if res.DeletedCount == 0 {
-		return ErrNotFound
-	}
+	s.forgetProjectName(ctx, gone.Name, id)
 	return nil
 }
 

@@ -341,3 +341,100 @@ func TestDeleteOrphanLogs(t *testing.T) {
 		}
 	}
 }
+
+// On FerretDB a project is found by name through a hint read by _id; a missing or
+// stale hint (renames, deletions, names reused) never gives a wrong answer and is
+// put right by the lookup that notices it.
+func TestProjectNameHints(t *testing.T) {
+	st, uri := startStore(t)
+	ctx := context.Background()
+	c, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(ctx)
+	hints := c.Database("cyclone").Collection("projectNames")
+	hintOf := func(name string) string {
+		t.Helper()
+		var h struct {
+			ProjectID string `bson:"projectID"`
+		}
+		err := hints.FindOne(ctx, bson.M{"_id": name}).Decode(&h)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			return ""
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h.ProjectID
+	}
+	get := func(name, wantID string) {
+		t.Helper()
+		p, err := st.GetProject(ctx, name)
+		if wantID == "" {
+			if !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("project %q: %+v, %v; want none", name, p, err)
+			}
+			return
+		}
+		if err != nil || p.ID != wantID || p.Name != name {
+			t.Fatalf("project %q: %+v, %v; want ID %s", name, p, err, wantID)
+		}
+	}
+
+	alpha := project("alpha")
+	if err := st.CreateProject(ctx, alpha); err != nil {
+		t.Fatal(err)
+	}
+	if hintOf("alpha") != alpha.ID {
+		t.Fatal("no hint written for a new project")
+	}
+	get("alpha", alpha.ID)
+
+	// Renamed: the old name is nobody's, the new one is the project's.
+	renamed := project("beta")
+	if err := st.UpdateProject(ctx, "alpha", renamed); err != nil {
+		t.Fatal(err)
+	}
+	get("alpha", "")
+	get("beta", alpha.ID)
+	if hintOf("alpha") != "" || hintOf("beta") != alpha.ID {
+		t.Fatalf("hints after a rename: alpha %q, beta %q", hintOf("alpha"), hintOf("beta"))
+	}
+
+	// The old name reused by another project.
+	again := project("alpha")
+	if err := st.CreateProject(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	get("alpha", again.ID)
+
+	// A wrong hint and a missing one: the right project all the same, and the
+	// hint put right.
+	if _, err := hints.UpdateOne(ctx, bson.M{"_id": "beta"}, bson.M{"$set": bson.M{"projectID": again.ID}}); err != nil {
+		t.Fatal(err)
+	}
+	get("beta", alpha.ID)
+	if hintOf("beta") != alpha.ID {
+		t.Fatal("a wrong hint was not put right")
+	}
+	if _, err := hints.DeleteOne(ctx, bson.M{"_id": "alpha"}); err != nil {
+		t.Fatal(err)
+	}
+	get("alpha", again.ID)
+	if hintOf("alpha") != again.ID {
+		t.Fatal("a missing hint was not written again")
+	}
+
+	// Deleted: gone, with its hint.
+	if err := st.DeleteProject(ctx, alpha.ID); err != nil {
+		t.Fatal(err)
+	}
+	get("beta", "")
+	if hintOf("beta") != "" {
+		t.Fatal("the hint of a deleted project is left")
+	}
+	if err := st.DeleteProject(ctx, alpha.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleting a deleted project: %v", err)
+	}
+}
