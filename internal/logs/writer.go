@@ -379,7 +379,7 @@ func (w *Writer) plan(batch []string, final bool) (Head, []*Chunk) {
 	fits := len(tail) <= w.maxTailN && size <= w.maxTailB
 	// A closed stream is sealed whole, unless it is short enough to stay the head's
 	// tail without ever having had a chunk: a short log costs one write.
-	sealAll := final && !(fits && next.Chunks == 0)
+	sealAll := final && (!fits || next.Chunks > 0)
 	var chunks []*Chunk
 	if sealAll || !fits {
 		for len(tail) > 0 {

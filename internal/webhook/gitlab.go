@@ -108,8 +108,8 @@ func ParseGitLab(event, uuid string, body []byte) (*Event, error) {
 		default:
 			return nil, ignored("merge request action %q does not trigger pipelines", mr.Action)
 		}
-		if mr.SourceProjectID != 0 && mr.TargetProjectID != 0 && mr.SourceProjectID != mr.TargetProjectID {
-			return nil, ignored("a merge request from a fork (project %d) does not trigger: it would run code from outside the project with the pipeline's secrets", mr.SourceProjectID)
+		if err := notFromFork(&mr.glMergeRequest, "merge request"); err != nil {
+			return nil, err
 		}
 		return mergeRequestEvent(ev, KindPullRequest, &mr.glMergeRequest, "object_attributes")
 	case "note":
@@ -126,12 +126,26 @@ func ParseGitLab(event, uuid string, body []byte) (*Event, error) {
 		case p.MergeRequest.State != "opened":
 			return nil, ignored("a comment on a %s merge request", orWord(p.MergeRequest.State, "closed"))
 		}
+		// GitLab does not say what the comment's author may do in the project: a
+		// comment may run only code that is in the project already.
+		if err := notFromFork(p.MergeRequest, "comment on a merge request"); err != nil {
+			return nil, err
+		}
 		ev.Comment = n.Note
 		return mergeRequestEvent(ev, KindPullRequestComment, p.MergeRequest, "merge_request")
 	case "":
 		return nil, malformed("object_kind", "is required")
 	}
 	return nil, ignored("GitLab event %q does not trigger pipelines", p.ObjectKind)
+}
+
+// notFromFork ignores a merge request (or a comment on one) from a fork: it would run
+// code from outside the project with the pipeline's secrets.
+func notFromFork(mr *glMergeRequest, what string) error {
+	if mr.SourceProjectID != 0 && mr.TargetProjectID != 0 && mr.SourceProjectID != mr.TargetProjectID {
+		return ignored("a %s from a fork (project %d) does not trigger: it would run code from outside the project with the pipeline's secrets", what, mr.SourceProjectID)
+	}
+	return nil
 }
 
 func mergeRequestEvent(ev *Event, kind Kind, mr *glMergeRequest, field string) (*Event, error) {

@@ -377,4 +377,17 @@ func TestForkPullRequestsIgnored(t *testing.T) {
 	if ev, err := webhook.ParseGitLab("Merge Request Hook", "d", []byte(gl)); err != nil || ev.Kind != webhook.KindPullRequest {
 		t.Fatalf("a merge request within the project: %v %v", ev, err)
 	}
+	// A comment on a fork's merge request would run the fork's code all the same:
+	// GitLab's note does not tell what its author may do in the project.
+	note := string(seed(t, "gitlab_note.json"))
+	noteFork := strings.Replace(note, `"source_project_id": 5,`, `"source_project_id": 99,`, 1)
+	if noteFork == note {
+		t.Fatal("the seed payload changed: no source project to fork")
+	}
+	if _, err := webhook.ParseGitLab("Note Hook", "d", []byte(noteFork)); !errors.As(err, &ign) || !strings.Contains(ign.Reason, "fork") {
+		t.Fatalf("a comment on a fork's merge request: %v", err)
+	}
+	if ev, err := webhook.ParseGitLab("Note Hook", "d", []byte(note)); err != nil || ev.Kind != webhook.KindPullRequestComment {
+		t.Fatalf("a comment on a merge request within the project: %v %v", ev, err)
+	}
 }
