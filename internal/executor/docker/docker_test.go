@@ -321,7 +321,7 @@ func TestCancel(t *testing.T) {
 	name := docker.ContainerName(env.Record.ID, step.Name)
 
 	done := make(chan error, 1)
-	var out bytes.Buffer
+	var out lockedBuffer
 	go func() {
 		_, err := f.e.Run(ctx, env, step, &out)
 		done <- err
@@ -354,6 +354,14 @@ func TestCancel(t *testing.T) {
 		t.Errorf("container mounts = %+v", c.Mounts)
 	}
 
+	// Cancel once the step's output has arrived (the container runs a moment
+	// before its first line is read).
+	for deadline := time.Now().Add(30 * time.Second); out.String() != "started\n"; {
+		if time.Now().After(deadline) {
+			t.Fatalf("output = %q, want the step's first line", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	start := time.Now()
 	cancel()
 	select {
@@ -373,6 +381,24 @@ func TestCancel(t *testing.T) {
 	if cs := f.recordContainers(t, env.Record); len(cs) != 0 {
 		t.Errorf("containers left after cancel: %+v", cs)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer a test may read while a step writes to it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func TestLeftoverContainerReplaced(t *testing.T) {
