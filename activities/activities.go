@@ -290,6 +290,7 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 	// saves a store round trip per stage, and the final write waits for it. A step
 	// over within runningMarkDelay is not marked at all (nobody could have seen the
 	// mark): its final write carries the start time.
+	runningMark := model.StageUpdate{Stage: in.Stage, Status: model.StatusRunning, StartTime: &start}
 	running := make(chan error, 1)
 	stepOver := make(chan struct{})
 	go func() {
@@ -299,7 +300,7 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 		case <-stepOver:
 			running <- errNotMarked
 		case <-t.C:
-			running <- a.Store.UpdateStage(ctx, in.Record.RecordID, model.StageUpdate{Stage: in.Stage, Status: model.StatusRunning, StartTime: &start})
+			running <- a.Store.UpdateStage(ctx, in.Record.RecordID, runningMark)
 		}
 	}()
 	secrets, err := a.loadSecrets(ctx, in.Record)
@@ -337,7 +338,7 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 		}
 		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		if err := a.Store.UpdateStage(c, in.Record.RecordID, model.StageUpdate{Stage: in.Stage, Status: model.StatusRunning, StartTime: &start}); err != nil {
+		if err := a.Store.UpdateStage(c, in.Record.RecordID, runningMark); err != nil {
 			logger.Warn("mark stage running", "error", err)
 		}
 	}

@@ -66,12 +66,7 @@ func TestRecentSummariesFollowRecords(t *testing.T) {
 	ctx := context.Background()
 	// The same data read the MongoDB way (unfinished records read after the
 	// cards, with one query) answers the same.
-	mongoWay, err := store.Open(ctx, uri, "cyclone", newBox(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = mongoWay.Close(ctx) })
-	store.UseMongoDBPaths(mongoWay)
+	mongoWay := openMongoWay(t, uri)
 	rng := rand.New(rand.NewPCG(3, 4))
 	var pipelineIDs []string
 	for _, name := range []string{"a", "b", "c"} {

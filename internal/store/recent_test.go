@@ -61,11 +61,10 @@ func TestRecentRecordsOf(t *testing.T) {
 	}
 }
 
-// On FerretDB the store reads stats and a page's recent records its own way (counting
-// in Go, one query for all pipelines); those answer exactly what the MongoDB way
-// ($group, one query per pipeline) answers, which runs here too when forced.
-func TestFerretDBPathsMatchMongoDBPaths(t *testing.T) {
-	st, uri := startStore(t)
+// openMongoWay opens a second store on the database at uri that reads as it does on
+// MongoDB (see store.UseMongoDBPaths).
+func openMongoWay(t *testing.T, uri string) *store.Store {
+	t.Helper()
 	ctx := context.Background()
 	mongoWay, err := store.Open(ctx, uri, "cyclone", newBox(t))
 	if err != nil {
@@ -73,6 +72,16 @@ func TestFerretDBPathsMatchMongoDBPaths(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = mongoWay.Close(ctx) })
 	store.UseMongoDBPaths(mongoWay)
+	return mongoWay
+}
+
+// On FerretDB the store reads stats and a page's recent records its own way (counting
+// in Go, one query for all pipelines); those answer exactly what the MongoDB way
+// ($group, one query per pipeline) answers, which runs here too when forced.
+func TestFerretDBPathsMatchMongoDBPaths(t *testing.T) {
+	st, uri := startStore(t)
+	ctx := context.Background()
+	mongoWay := openMongoWay(t, uri)
 	if !store.ScansQueries(st) || store.ScansQueries(mongoWay) {
 		t.Fatal("the embedded FerretDB is not recognised, or the MongoDB way is not forced")
 	}
