@@ -205,17 +205,7 @@ func (a *Activities) runTasks(ctx context.Context, in StageInput, secrets runSec
 	var wg sync.WaitGroup
 	for i, r := range runs {
 		wg.Go(func() {
-			tlog, err := a.openLog(ctx, in, r.name, attempt, secrets.mask)
-			if err != nil {
-				errs[i] = fmt.Errorf("open the log of task %s: %w", r.name, err)
-			} else {
-				fmt.Fprintf(tlog, "Task: %s status: start\n", r.name)
-				errs[i] = capabilityError(ctx, r.run(ctx, tlog))
-				fmt.Fprintf(tlog, "Task: %s status: finish\n", r.name)
-				if err := tlog.Close(); err != nil {
-					a.recordLogger(in.Record).Warn("task log incomplete", "stage", in.Stage, "task", r.name, "error", err)
-				}
-			}
+			errs[i] = a.runTask(ctx, in, secrets, r, attempt)
 			end := a.now()
 			status := model.StatusSuccess
 			switch {
@@ -255,6 +245,22 @@ func (a *Activities) runTasks(ctx context.Context, in StageInput, secrets runSec
 		return errs, failStep("%s", strings.Join(failed, "; "))
 	}
 	return errs, nil
+}
+
+// runTask runs one task of the stage's attempt into the task's own log; a retried
+// attempt's lines follow the earlier attempt's after an attempt banner.
+func (a *Activities) runTask(ctx context.Context, in StageInput, secrets runSecrets, r taskRun, attempt int32) error {
+	tlog, err := a.openAttemptLog(ctx, in, r.name, attempt, secrets.mask)
+	if err != nil {
+		return fmt.Errorf("open the log of task %s: %w", r.name, err)
+	}
+	fmt.Fprintf(tlog, "Task: %s status: start\n", r.name)
+	err = capabilityError(ctx, r.run(ctx, tlog))
+	fmt.Fprintf(tlog, "Task: %s status: finish\n", r.name)
+	if cerr := tlog.Close(); cerr != nil {
+		a.recordLogger(in.Record).Warn("task log incomplete", "stage", in.Stage, "task", r.name, "error", cerr)
+	}
+	return err
 }
 
 // imageBuild builds each build info's image from the workspace.
