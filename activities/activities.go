@@ -307,12 +307,9 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 	if err != nil {
 		return err
 	}
-	log, err := a.openLog(ctx, in, "", info.Attempt, secrets.mask)
+	log, err := a.openAttemptLog(ctx, in, "", info.Attempt, secrets.mask)
 	if err != nil {
 		return err
-	}
-	if info.Attempt > 1 {
-		fmt.Fprintf(log, "Stage: %s attempt %d\n", stageTitle(in.Stage), info.Attempt)
 	}
 	fmt.Fprintf(log, "Stage: %s status: start\n", stageTitle(in.Stage))
 	outcome, runErr := a.runStage(ctx, in, secrets, log)
@@ -464,6 +461,25 @@ func workerStopping(ctx context.Context) bool {
 	default:
 		return false
 	}
+}
+
+// openAttemptLog opens the log of the stage (task "") or of one of its tasks, after
+// the lines of the earlier attempts, and starts a retried attempt's lines (a worker
+// died or an infrastructure error) with a banner that sets them apart from the
+// earlier attempt's: "Stage: UnitTest attempt 2" or "Task: web attempt 2".
+func (a *Activities) openAttemptLog(ctx context.Context, in StageInput, task string, attempt int32, secrets []string) (io.WriteCloser, error) {
+	log, err := a.openLog(ctx, in, task, attempt, secrets)
+	if err != nil {
+		return nil, err
+	}
+	if attempt > 1 {
+		subject := "Stage: " + stageTitle(in.Stage)
+		if task != "" {
+			subject = "Task: " + task
+		}
+		fmt.Fprintf(log, "%s attempt %d\n", subject, attempt)
+	}
+	return log, nil
 }
 
 func stageTitle(stage string) string {
