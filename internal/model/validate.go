@@ -248,18 +248,34 @@ func (s *Stages) validate() error {
 		}
 	}
 	if r := s.ImageRelease; r != nil {
-		for i, pol := range r.Policies() {
-			field := fmt.Sprintf("%simageRelease.releasePolicies[%d]", prefix, i)
-			if pol.ImageName == "" {
-				return fieldErr(field+".imageName", "is required")
-			}
-			if !ValidImageName(pol.ImageName) {
-				return fieldErr(field+".imageName", "%q is not an image name (lower-case path such as team/web, optionally :tag)", pol.ImageName)
-			}
-			if pol.Type != ReleaseAlways && pol.Type != ReleaseIntegrationTestSuccess {
-				return fieldErr(field+".type", "%q is not one of Always, IntegrationTestSuccess", pol.Type)
+		if len(r.Policies()) == 0 {
+			// A release stage that pushes nothing would succeed without doing
+			// anything: say so when the pipeline is saved instead.
+			return fieldErr(prefix+"imageRelease.releasePolicies", "must list at least one image to release")
+		}
+		for _, list := range []struct {
+			key      string
+			policies []ReleasePolicy
+		}{{"releasePolicies", r.ReleasePolicies}, {"releasePolicy", r.ReleasePolicy}} {
+			for i, pol := range list.policies {
+				if err := pol.validate(fmt.Sprintf("%simageRelease.%s[%d]", prefix, list.key, i)); err != nil {
+					return err
+				}
 			}
 		}
+	}
+	return nil
+}
+
+func (pol ReleasePolicy) validate(field string) *FieldError {
+	if pol.ImageName == "" {
+		return fieldErr(field+".imageName", "is required")
+	}
+	if !ValidImageName(pol.ImageName) {
+		return fieldErr(field+".imageName", "%q is not an image name (lower-case path such as team/web, optionally :tag)", pol.ImageName)
+	}
+	if pol.Type != ReleaseAlways && pol.Type != ReleaseIntegrationTestSuccess {
+		return fieldErr(field+".type", "%q is not one of Always, IntegrationTestSuccess", pol.Type)
 	}
 	return nil
 }

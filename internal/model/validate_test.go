@@ -131,6 +131,54 @@ func TestPipelineFieldErrors(t *testing.T) {
 		"unknown stage in a cron": {func(p *model.Pipeline) {
 			p.AutoTrigger = &model.AutoTrigger{CronTrigger: &model.CronTrigger{Crons: []model.Cron{{Expression: "* * * * *", Stages: []string{"deploy"}}}}}
 		}, "autoTrigger.cronTrigger.crons[0].stages[0]"},
+		"two main code sources": {func(p *model.Pipeline) {
+			src := p.Build.Stages.CodeCheckout.CodeSources[0]
+			p.Build.Stages.CodeCheckout.CodeSources = append(p.Build.Stages.CodeCheckout.CodeSources, src)
+		}, "build.stages.codeCheckout.codeSources"},
+		"no main code source": {func(p *model.Pipeline) { p.Build.Stages.CodeCheckout.CodeSources[0].Main = false },
+			"build.stages.codeCheckout.codeSources"},
+		"missing builder image": {func(p *model.Pipeline) { p.Build.BuilderImage.Image = " " }, "build.builderImage.image"},
+		"no stage": {func(p *model.Pipeline) { p.Build.Stages = &model.Stages{} }, "build.stages"},
+		"empty unitTest command": {func(p *model.Pipeline) { p.Build.Stages.UnitTest = &model.CommandStage{} },
+			"build.stages.unitTest.command"},
+		"empty package command": {func(p *model.Pipeline) { p.Build.Stages.Package = &model.CommandStage{Command: []string{}} },
+			"build.stages.package.command"},
+		"blank package command line": {func(p *model.Pipeline) { p.Build.Stages.Package = &model.CommandStage{Command: []string{"make", " "}} },
+			"build.stages.package.command[1]"},
+		"no image to build": {func(p *model.Pipeline) { p.Build.Stages.ImageBuild = &model.ImageBuildStage{} },
+			"build.stages.imageBuild.buildInfos"},
+		"image to build without a name": {func(p *model.Pipeline) {
+			p.Build.Stages.ImageBuild = &model.ImageBuildStage{BuildInfos: []model.BuildInfo{{ImageName: "web"}, {}}}
+		}, "build.stages.imageBuild.buildInfos[1].imageName"},
+		"integration test without image": {func(p *model.Pipeline) {
+			p.Build.Stages.IntegrationTest = &model.IntegrationTestStage{Config: &model.IntegrationTestConfig{Command: []string{"make it"}}}
+		}, "build.stages.integrationTest.config.imageName"},
+		"integration test without command": {func(p *model.Pipeline) {
+			p.Build.Stages.IntegrationTest = &model.IntegrationTestStage{Config: &model.IntegrationTestConfig{ImageName: "web"}}
+		}, "build.stages.integrationTest.config.command"},
+		"service with a bad name": {func(p *model.Pipeline) {
+			p.Build.Stages.IntegrationTest = &model.IntegrationTestStage{
+				Config:   &model.IntegrationTestConfig{ImageName: "web", Command: []string{"make it"}},
+				Services: []model.Service{{Name: "db", Image: "postgres"}, {Name: "Not A Name", Image: "redis"}},
+			}
+		}, "build.stages.integrationTest.services[1].name"},
+		"service without image": {func(p *model.Pipeline) {
+			p.Build.Stages.IntegrationTest = &model.IntegrationTestStage{
+				Config:   &model.IntegrationTestConfig{ImageName: "web", Command: []string{"make it"}},
+				Services: []model.Service{{Name: "db"}},
+			}
+		}, "build.stages.integrationTest.services[0].image"},
+		"release without policies": {func(p *model.Pipeline) { p.Build.Stages.ImageRelease = &model.ImageReleaseStage{} },
+			"build.stages.imageRelease.releasePolicies"},
+		"release policy of an unknown type": {func(p *model.Pipeline) {
+			p.Build.Stages.ImageRelease = &model.ImageReleaseStage{ReleasePolicies: []model.ReleasePolicy{{ImageName: "web", Type: "Sometimes"}}}
+		}, "build.stages.imageRelease.releasePolicies[0].type"},
+		"singular releasePolicy key named as sent": {func(p *model.Pipeline) {
+			p.Build.Stages.ImageRelease = &model.ImageReleaseStage{
+				ReleasePolicies: []model.ReleasePolicy{{ImageName: "web", Type: model.ReleaseAlways}},
+				ReleasePolicy:   []model.ReleasePolicy{{ImageName: "api", Type: model.ReleaseAlways}, {ImageName: "Bad Name", Type: model.ReleaseAlways}},
+			}
+		}, "build.stages.imageRelease.releasePolicy[1].imageName"},
 		"bad time zone": {func(p *model.Pipeline) {
 			p.AutoTrigger = &model.AutoTrigger{CronTrigger: &model.CronTrigger{Crons: []model.Cron{{Expression: "* * * * *", Timezone: "Mars/Olympus"}}}}
 		}, "autoTrigger.cronTrigger.crons[0].timezone"},
