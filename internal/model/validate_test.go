@@ -138,7 +138,7 @@ func TestPipelineFieldErrors(t *testing.T) {
 		"no main code source": {func(p *model.Pipeline) { p.Build.Stages.CodeCheckout.CodeSources[0].Main = false },
 			"build.stages.codeCheckout.codeSources"},
 		"missing builder image": {func(p *model.Pipeline) { p.Build.BuilderImage.Image = " " }, "build.builderImage.image"},
-		"no stage": {func(p *model.Pipeline) { p.Build.Stages = &model.Stages{} }, "build.stages"},
+		"no stage":              {func(p *model.Pipeline) { p.Build.Stages = &model.Stages{} }, "build.stages"},
 		"empty unitTest command": {func(p *model.Pipeline) { p.Build.Stages.UnitTest = &model.CommandStage{} },
 			"build.stages.unitTest.command"},
 		"empty package command": {func(p *model.Pipeline) { p.Build.Stages.Package = &model.CommandStage{Command: []string{}} },
