@@ -52,8 +52,12 @@ func PipelineRecord(ctx workflow.Context, in activities.RecordInput) error {
 		// Started by a cron's schedule: the record is this run, named by its workflow
 		// ID (unique per scheduled time), and is created here.
 		in.RecordID, in.StartTime = info.WorkflowExecution.ID, workflow.Now(ctx).UTC()
-		if err := workflow.UpsertTypedSearchAttributes(ctx, searchattr.Record.ValueSet(in.RecordID)); err != nil {
-			return err
+		// The schedule sets the other attributes only when the namespace has them
+		// (an upsert of an unregistered one would fail every workflow task).
+		if workflow.GetTypedSearchAttributes(ctx).ContainsKey(searchattr.Pipeline) {
+			if err := workflow.UpsertTypedSearchAttributes(ctx, searchattr.Record.ValueSet(in.RecordID)); err != nil {
+				return err
+			}
 		}
 		if err := workflow.ExecuteLocalActivity(projection, a.CreateScheduledRecord, in).Get(ctx, nil); err != nil {
 			return err

@@ -12,12 +12,14 @@ import (
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/suite"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/cycloneci/cyclone/activities"
 	"github.com/cycloneci/cyclone/internal/executor"
 	"github.com/cycloneci/cyclone/internal/model"
+	"github.com/cycloneci/cyclone/internal/searchattr"
 	"github.com/cycloneci/cyclone/starter"
 	"github.com/cycloneci/cyclone/workflows"
 )
@@ -590,4 +592,33 @@ func (s *RecordSuite) TestNotNamedAtStartWithCheckout() {
 	s.Require().Len(s.started, 1)
 	s.Empty(s.started[0].Name)
 	s.True(s.finished().nameFromTime)
+}
+
+// scheduledRun runs a record the way a cron's schedule starts it (no record ID: the
+// workflow creates the record), with the start's search attributes, and returns how
+// many times the workflow upserted search attributes.
+func (s *RecordSuite) scheduledRun(attrs temporal.SearchAttributes) int {
+	a := &activities.Activities{}
+	s.env.OnActivity(a.CreateScheduledRecord, mock.Anything, mock.Anything).Return(nil)
+	upserts := 0
+	s.env.OnUpsertTypedSearchAttributes(mock.Anything).Return(nil).Run(func(mock.Arguments) { upserts++ }).Maybe()
+	s.Require().NoError(s.env.SetTypedSearchAttributesOnStart(attrs))
+	s.env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: "rec-1"}) // the record's ID
+	in := recordInput(model.StageUnitTest)
+	in.RecordID, in.Trigger = "", model.TriggerCron
+	s.Require().NoError(s.run(in))
+	return upserts
+}
+
+// TestScheduledRecordWithoutSearchAttributes: on a namespace without Cyclone's search
+// attributes the schedule starts its runs without them, and the workflow must not
+// upsert CycloneRecord either (on a real server that fails every workflow task).
+func (s *RecordSuite) TestScheduledRecordWithoutSearchAttributes() {
+	s.Equal(0, s.scheduledRun(temporal.NewSearchAttributes()))
+}
+
+// TestScheduledRecordNamesItsRecord: with the attributes, the run adds CycloneRecord,
+// its record's ID (the schedule cannot know it in advance).
+func (s *RecordSuite) TestScheduledRecordNamesItsRecord() {
+	s.Equal(1, s.scheduledRun(temporal.NewSearchAttributes(searchattr.Pipeline.ValueSet("app"))))
 }

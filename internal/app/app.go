@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
 
@@ -148,19 +149,46 @@ func (l recordLogs) GetRecordByID(ctx context.Context, id string) (*model.Record
 	return l.st.GetRecordByID(ctx, id)
 }
 
+// searchAttributesWait bounds how long start-up retries adding the search attributes.
+const searchAttributesWait = time.Minute
+
 // searchAttributesReady makes sure the namespace has Cyclone's search attributes.
 // Without them (a cluster where this client may not add them) records still run,
 // only without the attributes, and the operator is told how to add them.
+//
+// Temporal may still be starting (a compose stack brings the server and its
+// namespace up beside Cyclone), so an error is retried for searchAttributesWait
+// before records go without them.
 func searchAttributesReady(tc client.Client, namespace string, logger *slog.Logger) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), searchAttributesWait)
 	defer cancel()
-	if err := searchattr.Ensure(ctx, tc, namespace); err != nil {
+	err := searchattr.Ensure(ctx, tc, namespace)
+	for delay := 250 * time.Millisecond; err != nil && temporalStarting(err); delay = min(2*delay, 5*time.Second) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+			err = searchattr.Ensure(ctx, tc, namespace)
+			continue
+		}
+		break
+	}
+	if err != nil {
 		logger.Warn("records will start without the Cyclone search attributes; add them with "+
 			"`temporal operator search-attribute create --name CycloneProject --type Keyword` (and CyclonePipeline, CycloneRecord, CycloneTrigger)",
 			"error", err)
 		return false
 	}
 	return true
+}
+
+// temporalStarting tells an error of a server that is not up yet, or whose namespace
+// is not created yet, from a refusal (no permission, an attribute of another type).
+func temporalStarting(err error) bool {
+	var unavailable *serviceerror.Unavailable
+	var notFound *serviceerror.NamespaceNotFound
+	var deadline *serviceerror.DeadlineExceeded
+	return errors.As(err, &unavailable) || errors.As(err, &notFound) || errors.As(err, &deadline) ||
+		errors.Is(err, context.DeadlineExceeded)
 }
 
 // StartReconciler closes, in the background until ctx ends, records whose workflow
