@@ -19,11 +19,14 @@ func TestAuthentication(t *testing.T) {
 	f := newFixture(t, testenv.Options{})
 	none := []string{"Authorization", ""}
 
-	// Every /api/v1 route needs a token; health, metrics and the OpenAPI document do not.
+	// Every /api/v1 route needs a token, the OpenAPI document too; health and metrics
+	// do not (TestAuthOnEveryRoute walks every route).
 	wantError(t, f.env.Do("GET", "/api/v1/projects", nil, none...), http.StatusUnauthorized, api.ReasonUnauthorized, "")
 	wantError(t, f.env.Do("GET", "/api/v1/projects", nil, "Authorization", "Bearer nope"), http.StatusUnauthorized, api.ReasonUnauthorized, "")
 	wantError(t, f.env.Do("POST", "/api/v1/projects", projectBody("sneaky"), none...), http.StatusUnauthorized, api.ReasonUnauthorized, "")
-	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"} {
+	wantError(t, f.env.Do("GET", "/api/v1/openapi.json", nil, none...), http.StatusUnauthorized, api.ReasonUnauthorized, "")
+	wantStatus(t, f.env.Do("GET", "/api/v1/openapi.json", nil), http.StatusOK)
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
 		wantStatus(t, f.env.Do("GET", path, nil, none...), http.StatusOK)
 	}
 

@@ -36,12 +36,28 @@ var echoParam = regexp.MustCompile(`:([A-Za-z0-9_]+)`)
 // route. Every route is checked, /healthz and /readyz too (they are documented), but
 // those in notInDocument, so a new route fails this test until it is documented.
 func TestOpenAPI(t *testing.T) {
-	// Routes only: no handler but the document's runs, so no dependency is needed.
-	e := api.New(api.Config{})
+	// Routes only: no handler but the document's runs, so no dependency is needed
+	// (the admin token is checked before any token store would be).
+	const admin = "cyc_openapi-test-admin"
+	e := api.New(api.Config{AdminToken: admin})
 	srv := httptest.NewServer(e)
 	defer srv.Close()
 
-	resp, err := http.Get(srv.URL + "/api/v1/openapi.json")
+	// The document is an /api/v1 route like the others: it needs a token.
+	anon, err := http.Get(srv.URL + "/api/v1/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon.Body.Close()
+	if anon.StatusCode != http.StatusUnauthorized {
+		t.Errorf("GET /api/v1/openapi.json without a token: %d, want 401", anon.StatusCode)
+	}
+	req, err := http.NewRequest(http.MethodGet, srv.URL+"/api/v1/openapi.json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(echo.HeaderAuthorization, "Bearer "+admin)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,6 +130,42 @@ func TestOpenAPI(t *testing.T) {
 	}
 	checkRefs(t, tree)
 	checkPathParams(t, tree)
+	checkOpenOperations(t, tree)
+}
+
+// checkOpenOperations fails unless the operations the document marks as needing no
+// token ("security": []) are exactly the documented routes of openRoutes, the ones
+// the server leaves open.
+func checkOpenOperations(t *testing.T, root map[string]any) {
+	t.Helper()
+	want := map[string]bool{}
+	for route := range openRoutes {
+		method, path, _ := strings.Cut(route, " ")
+		if route = method + " " + echoParam.ReplaceAllString(path, "{$1}"); notInDocument[route] == "" {
+			want[route] = true
+		}
+	}
+	open := map[string]bool{}
+	paths, _ := root["paths"].(map[string]any)
+	for path, v := range paths {
+		item, _ := v.(map[string]any)
+		for key, opv := range item {
+			m, ok := openAPIMethods[key]
+			op, _ := opv.(map[string]any)
+			if !ok || op == nil {
+				continue
+			}
+			if sec, ok := op["security"].([]any); ok && len(sec) == 0 {
+				open[m+" "+path] = true
+			}
+		}
+	}
+	if extra := minus(open, want); len(extra) > 0 {
+		t.Errorf("documented as needing no token, but the server requires one:\n  %s", strings.Join(extra, "\n  "))
+	}
+	if missing := minus(want, open); len(missing) > 0 {
+		t.Errorf("open on the server, but documented as needing a token:\n  %s", strings.Join(missing, "\n  "))
+	}
 }
 
 // minus lists the keys of a that are not in b, sorted.

@@ -36,8 +36,9 @@ type Config struct {
 	Logs      Logs // stored stage logs; the log endpoints answer 503 without it
 	// Metrics is served at /metrics and times every request; nil: neither.
 	Metrics *metrics.Metrics
-	// AdminToken turns authentication on: every /api/v1 route but the OpenAPI
-	// document needs a bearer token, this one or one made at /api/v1/tokens.
+	// AdminToken turns authentication on: every /api/v1 route but the webhooks
+	// (their deliveries are signed) needs a bearer token, this one or one made at
+	// /api/v1/tokens; only /healthz, /readyz and /metrics are open.
 	// Empty: no authentication (tests of routes only, or --no-auth).
 	AdminToken string
 	Tokens     Tokens
@@ -94,9 +95,9 @@ func New(cfg Config) *echo.Echo {
 		e.GET("/metrics", echo.WrapHandler(cfg.Metrics.Handler()))
 	}
 
-	e.GET("/api/v1/openapi.json", getOpenAPI)
 	h.registerWebhookRoutes(e) // outside the guard: deliveries carry signatures
 	v1 := e.Group("/api/v1", guard...)
+	v1.GET("/openapi.json", getOpenAPI)
 	v1.POST("/tokens", h.createToken)
 	v1.GET("/tokens", h.listTokens)
 	v1.DELETE("/tokens/:token", h.deleteToken)
