@@ -206,9 +206,10 @@ func gitAuthEnv(repoURL, user, password string) []string {
 	}
 }
 
-// svnCheckout checks out a Subversion source. The ref names a revision ("27"), a
-// path below the source's URL ("trunk", "branches/x", "tags/v1") or both
-// ("trunk@27"); the commit ID is the checked-out revision.
+// svnCheckout checks out a Subversion source. The ref names a revision ("27", or
+// "HEAD": the latest), a path below the source's URL ("trunk", "branches/x",
+// "tags/v1") or both ("trunk@27", "trunk@HEAD"); the commit ID is the checked-out
+// revision.
 func svnCheckout(ctx context.Context, src *model.CodeSource, ref, user, password, ws string, log io.Writer) (*model.Commit, error) {
 	target, rev, err := svnTarget(src, ref)
 	if err != nil {
@@ -223,13 +224,20 @@ func svnCheckout(ctx context.Context, src *model.CodeSource, ref, user, password
 	return &model.Commit{ID: revision, Message: "revision " + revision}, nil
 }
 
+// svnHead names the latest revision in a Subversion ref: "HEAD" alone is the source's
+// URL at its latest revision (what a cron record of an SVN pipeline builds).
+const svnHead = "HEAD"
+
 // svnTarget is the URL and revision ("": HEAD) a Subversion ref names below src.
 func svnTarget(src *model.CodeSource, ref string) (target, rev string, err error) {
 	path := ref
 	if p, r, ok := strings.Cut(ref, "@"); ok {
 		path, rev = p, r
-	} else if isDigits(ref) {
+	} else if isDigits(ref) || ref == svnHead {
 		path, rev = "", ref
+	}
+	if rev == svnHead {
+		rev = ""
 	}
 	if rev != "" && !isDigits(rev) {
 		return "", "", temporal.NewNonRetryableApplicationError(fmt.Sprintf("ref %q: the revision must be a number", ref), ErrTypeStepFailed, nil)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -147,6 +148,11 @@ func (h *handlers) deleteProject(c echo.Context) error {
 			return err
 		}
 	}
+	// The pipelines' webhooks go from the SCM while the project's credentials, which
+	// remove them, are still stored; best effort, as a pipeline's deletion does.
+	for _, pl := range pipelines {
+		h.removePipelineHook(context.WithoutCancel(ctx), p, pl)
+	}
 	if err := h.store.DeleteProject(ctx, p.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
@@ -154,4 +160,19 @@ func (h *handlers) deleteProject(c echo.Context) error {
 		h.deleteSonarProject(ctx, p, pl)
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+// removePipelineHook removes the SCM webhook of one of the project's pipelines,
+// reading the pipeline again: a listed pipeline may not carry the webhook recorded
+// after it was stored. A failure is logged, as removeHook's are.
+func (h *handlers) removePipelineHook(ctx context.Context, proj *model.Project, listed *model.Pipeline) {
+	if h.hooks == nil {
+		return
+	}
+	p, err := h.hooks.GetPipelineByID(ctx, listed.ID)
+	if err != nil {
+		h.log.Warn("could not read the pipeline to delete its webhook on the SCM; delete it by hand", "pipeline", listed.ID, "error", err)
+		return
+	}
+	h.removeHook(ctx, proj, p, p.Webhook)
 }

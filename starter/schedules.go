@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
@@ -40,13 +41,22 @@ func crons(p *model.Pipeline) []model.Cron {
 	return p.AutoTrigger.CronTrigger.Crons
 }
 
-// defaultRef is the ref a cron record builds: the main code source's, else master.
+// SVNHead is the ref of a cron record of a Subversion pipeline: the source's URL (and
+// path) at its latest revision. Subversion has no default branch: the URL names what
+// is built, so a branch name such as "trunk" would be appended to it.
+const SVNHead = "HEAD"
+
+// defaultRef is the ref a cron record builds: the main code source's, else HEAD for
+// Subversion and master for git.
 func defaultRef(p *model.Pipeline) string {
 	if src := p.Build.Stages.CodeCheckout.Main(); src != nil {
 		for _, g := range []*model.GitSource{src.GitHub, src.GitLab} {
 			if g != nil && g.Ref != "" {
 				return g.Ref
 			}
+		}
+		if strings.EqualFold(src.Type, model.SCMSVN) {
+			return SVNHead
 		}
 	}
 	return "master"
@@ -69,14 +79,17 @@ func scheduleInput(project *model.Project, p *model.Pipeline, c model.Cron) acti
 	}
 }
 
-func (s *Starter) scheduleAction(project *model.Project, p *model.Pipeline, c model.Cron) *client.ScheduleWorkflowAction {
+// scheduleAction starts the record of the pipeline's i-th cron. Each cron has its own
+// workflow ID prefix (its schedule's ID), to which Temporal appends the scheduled
+// time: two crons firing the same minute start two records, while one cron's
+// action, retried or redelivered for the same time, starts one.
+func (s *Starter) scheduleAction(project *model.Project, p *model.Pipeline, i int, c model.Cron) *client.ScheduleWorkflowAction {
 	a := &client.ScheduleWorkflowAction{
-		// Temporal appends the scheduled time, so each run's workflow ID (the record
-		// ID) is unique.
-		ID:        "cyclone-cron-" + p.ID,
+		ID:        ScheduleID(p.ID, i),
 		Workflow:  workflows.RecordWorkflowName,
 		Args:      []any{scheduleInput(project, p, c)},
 		TaskQueue: s.TaskQueue,
+		Memo:      recordMemo(project, p, ""),
 	}
 	if s.SearchAttributes {
 		a.TypedSearchAttributes = temporal.NewSearchAttributes(
@@ -116,7 +129,7 @@ func (s *Starter) SyncSchedules(ctx context.Context, project *model.Project, p *
 	sc := s.Client.ScheduleClient()
 	for i, c := range crons(p) {
 		id := ScheduleID(p.ID, i)
-		action := s.scheduleAction(project, p, c)
+		action := s.scheduleAction(project, p, i, c)
 		spec := scheduleSpec(c)
 		h := sc.GetHandle(ctx, id)
 		_, err := h.Describe(ctx)

@@ -102,9 +102,7 @@ func (s *Starter) Start(ctx context.Context, rec *model.Record, project *model.P
 		ID:               rec.ID,
 		TaskQueue:        s.TaskQueue,
 		EnableEagerStart: true,
-		Memo: map[string]any{
-			"recordURL": fmt.Sprintf("/api/v1/projects/%s/pipelines/%s/records/%s", project.Name, p.Name, rec.ID),
-		},
+		Memo:             recordMemo(project, p, rec.ID),
 	}
 	if s.SearchAttributes {
 		opts.TypedSearchAttributes = temporal.NewSearchAttributes(
