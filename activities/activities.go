@@ -17,6 +17,7 @@ import (
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
+	sdkworker "go.temporal.io/sdk/worker"
 
 	"github.com/cycloneci/cyclone/internal/executor"
 	"github.com/cycloneci/cyclone/internal/logs"
@@ -343,12 +344,15 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 	case runErr == nil:
 		update.Status = model.StatusSuccess
 	case workerStopping(ctx):
-		// The worker is shutting down, the record is not aborted: the stage stays
-		// Running and is retried when the worker (or its replacement) is back.
+		// The worker is shutting down and its stop timeout ran out, the record is
+		// not aborted: the stage stays Running and is retried when the worker (or
+		// its replacement with the same ID) is back.
 		markRunning()
 		a.Metrics.StageFinished(in.Stage, metrics.OutcomeError, end.Sub(start))
 		logger.Warn("worker stopped during the stage; it will be retried")
-		return temporal.NewApplicationError("worker stopped during the stage", "WorkerStopped")
+		// Benign: a planned stop, which the SDK need not log as an activity error.
+		return temporal.NewApplicationErrorWithOptions("worker stopped during the stage", "WorkerStopped",
+			temporal.ApplicationErrorOptions{Category: temporal.ApplicationErrorCategoryBenign})
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		update.Status = model.StatusFailed
 		update.ErrorMessage = "the stage ran past the pipeline's timeout"
@@ -454,13 +458,12 @@ func (a *Activities) runStage(ctx context.Context, in StageInput, secrets runSec
 	return stageOutcome{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeNotImplemented, nil)
 }
 
+// workerStopping says the stage was cut short by its worker's shutdown: the worker's
+// stop timeout ran out before the step was over, and the activity was cancelled
+// with sdkworker.ErrWorkerShutdown (by the SDK or by package worker's stop timeout).
+// A stage that ends by itself while its worker drains keeps its own outcome.
 func workerStopping(ctx context.Context) bool {
-	select {
-	case <-activity.GetWorkerStopChannel(ctx):
-		return true
-	default:
-		return false
-	}
+	return errors.Is(context.Cause(ctx), sdkworker.ErrWorkerShutdown)
 }
 
 // openAttemptLog opens the log of the stage (task "") or of one of its tasks, after

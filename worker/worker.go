@@ -6,15 +6,25 @@
 // of the records whose workspace it holds are sent. A worker restarted with the same
 // ID picks up the stages of its records again. A worker serving clouds also polls
 // each cloud's queue, where the environments of those clouds' records are set up.
+//
+// Stopping a worker (SIGTERM) is graceful: it stops polling at once, lets running
+// activities finish within Options.WorkerStopTimeout, then cancels the ones still
+// running, which hand their work back (a stage returns a retryable error and is
+// retried by the worker's replacement with the same ID), and waits a little longer
+// for them to report that to Temporal, so no attempt waits for its heartbeat timeout.
 package worker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
 	sdkworker "go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
@@ -37,7 +47,16 @@ type Options struct {
 	// Clouds are the clouds this worker runs records of, beside the default one:
 	// it also polls their task queues (see activities.CloudTaskQueue).
 	Clouds []string
+	// WorkerStopTimeout is how long running activities may go on once Stop is
+	// called (0: none). Those still running then are cancelled and hand their work
+	// back; Stop returns at most HandBackGrace later.
+	WorkerStopTimeout time.Duration
 }
+
+// HandBackGrace is how long a stopping worker waits, after its stop timeout, for the
+// activities it cancelled to stop their steps, record their state and report the
+// failure that has Temporal retry them elsewhere.
+const HandBackGrace = 10 * time.Second
 
 // Worker is a running Cyclone worker.
 type Worker struct {
@@ -68,10 +87,20 @@ func New(o Options) (*Worker, error) {
 	if o.MaxConcurrentStages <= 0 {
 		o.MaxConcurrentStages = 16
 	}
+	if o.WorkerStopTimeout < 0 {
+		o.WorkerStopTimeout = 0
+	}
 	base := sdkworker.Options{
 		Identity: o.WorkerID,
 		// Cancellation reaches a running stage through its heartbeat: keep them frequent.
 		MaxHeartbeatThrottleInterval: time.Second,
+		// The SDK cancels what still runs when its stop timeout ends and returns
+		// from Stop without waiting for those activities to report: the process
+		// would exit first and their attempts would only end on their heartbeat
+		// timeout. So the activities are cancelled by stopTimeout at the stop
+		// timeout proper, and the SDK waits HandBackGrace more for their reports.
+		WorkerStopTimeout: o.WorkerStopTimeout + HandBackGrace,
+		Interceptors:      []interceptor.WorkerInterceptor{&stopTimeout{timeout: o.WorkerStopTimeout}},
 	}
 	sharedOpts := base
 	if o.SingleWorker {
@@ -130,10 +159,54 @@ func (w *Worker) Start() error {
 	return nil
 }
 
-// Stop stops polling and waits for running activities to return.
+// Stop stops polling on every queue and waits for running activities to return:
+// they have Options.WorkerStopTimeout to finish, then are cancelled and hand their
+// work back (see the package comment). The SDK workers stop together, so the
+// whole stop takes at most WorkerStopTimeout + HandBackGrace.
 func (w *Worker) Stop() {
-	ws := w.all()
-	for i := len(ws) - 1; i >= 0; i-- {
-		ws[i].Stop()
+	var wg sync.WaitGroup
+	for _, sw := range w.all() {
+		wg.Go(sw.Stop)
 	}
+	wg.Wait()
+}
+
+// stopTimeout cancels an activity still running timeout after its worker began to
+// stop, with the cause the SDK gives when it does so itself
+// (sdkworker.ErrWorkerShutdown), by which RunStage knows to hand its stage back.
+type stopTimeout struct {
+	interceptor.WorkerInterceptorBase
+	timeout time.Duration
+}
+
+func (s *stopTimeout) InterceptActivity(ctx context.Context, next interceptor.ActivityInboundInterceptor) interceptor.ActivityInboundInterceptor {
+	return &stopTimeoutActivity{ActivityInboundInterceptorBase: interceptor.ActivityInboundInterceptorBase{Next: next}, timeout: s.timeout}
+}
+
+type stopTimeoutActivity struct {
+	interceptor.ActivityInboundInterceptorBase
+	timeout time.Duration
+}
+
+func (s *stopTimeoutActivity) ExecuteActivity(ctx context.Context, in *interceptor.ExecuteActivityInput) (any, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stopping := activity.GetWorkerStopChannel(ctx)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-done:
+			return
+		case <-stopping:
+		}
+		t := time.NewTimer(s.timeout)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			cancel(sdkworker.ErrWorkerShutdown)
+		}
+	}()
+	return s.Next.ExecuteActivity(ctx, in)
 }

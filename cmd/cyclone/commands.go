@@ -24,6 +24,7 @@ import (
 	"github.com/cycloneci/cyclone/internal/metrics"
 	"github.com/cycloneci/cyclone/internal/secrets"
 	"github.com/cycloneci/cyclone/internal/store"
+	"github.com/cycloneci/cyclone/worker"
 )
 
 type temporalFlags struct {
@@ -46,6 +47,9 @@ type workerFlags struct {
 	SonarScannerImage   string   `help:"Image the codeScan stage runs sonar-scanner in (its sonar-scanner reads SONAR_TOKEN)." default:"sonarsource/sonar-scanner-cli"`
 	CheckoutImage       string   `help:"Image the codeCheckout stage runs in on the kubernetes executor, whose workspace is not on the worker's host: it needs sh, mktemp and git, and svn 1.10+ for SVN sources." default:"alpine/git:v2.47.2"`
 	Cloud               []string `help:"Clouds (by name, as projects' worker.location.cloudName) whose records this worker runs, beside the default cloud's; repeat or separate with commas." name:"cloud"`
+
+	// StopTimeout bounds a graceful stop; see worker.Options.WorkerStopTimeout.
+	StopTimeout time.Duration `help:"How long a stopping worker (SIGTERM, Ctrl-C) lets its running stages finish; those still running then are stopped and retried by the worker that replaces it (same --worker-id)." default:"30s"`
 }
 
 type serverCmd struct {
@@ -57,6 +61,8 @@ type serverCmd struct {
 	AdminToken    string `help:"Admin API token: every /api/v1 route needs it or a token made with it at /api/v1/tokens. Required unless --no-auth."`
 	NoAuth        bool   `help:"Serve the API without authentication (only behind something that authenticates)."`
 	PublicURL     string `help:"The API's URL as GitHub and GitLab reach it, for the webhooks registered there (default: http://<listen address>)."`
+
+	ShutdownTimeout time.Duration `help:"How long a stopping API (SIGTERM, Ctrl-C) lets the requests in flight finish before it closes their connections." default:"10s"`
 }
 
 type workerCmd struct {
@@ -80,6 +86,8 @@ type devCmd struct {
 	AdminToken      string `help:"Admin API token (default: generated once and kept in the data dir)."`
 	PublicURL       string `help:"The API's URL as GitHub and GitLab reach it, for the webhooks registered there (default: http://<listen address>)."`
 	workerFlags     `embed:""`
+
+	ShutdownTimeout time.Duration `help:"How long a stopping API (SIGTERM, Ctrl-C) lets the requests in flight finish before it closes their connections; the worker stops after it (see --stop-timeout)." default:"10s"`
 }
 
 func (c *serverCmd) Run(ctx context.Context, logger *slog.Logger) error {
@@ -107,7 +115,7 @@ func (c *serverCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		Namespace: c.TemporalNamespace, TaskQueue: c.TaskQueue, AdminToken: c.AdminToken, Logger: logger, Metrics: m,
 		PublicURL: publicURL(c.PublicURL, c.Listen),
 	})
-	return app.Serve(ctx, e, c.Listen, func(addr string) { logger.Info("API listening", "address", addr) })
+	return app.ServeWithDrain(ctx, e, c.Listen, c.ShutdownTimeout, func(addr string) { logger.Info("API listening", "address", addr) })
 }
 
 func (c *workerCmd) Run(ctx context.Context, logger *slog.Logger) error {
@@ -150,14 +158,14 @@ func (c *workerCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	}
 	w, err := app.NewWorker(st, tc, ex, app.WorkerConfig{TaskQueue: c.TaskQueue, WorkerID: c.WorkerID, MaxConcurrentStages: c.MaxConcurrentStages,
 		Logger: logger, Metrics: m, MaxRunningRecords: c.MaxRunningRecords, SonarScannerImage: c.SonarScannerImage,
-		CheckoutImage: c.CheckoutImage, Clouds: c.Cloud, PublicURL: c.PublicURL})
+		CheckoutImage: c.CheckoutImage, Clouds: c.Cloud, PublicURL: c.PublicURL, StopTimeout: c.StopTimeout})
 	if err != nil {
 		return err
 	}
 	if err := w.Start(); err != nil {
 		return err
 	}
-	defer w.Stop()
+	defer stopWorker(w, c.StopTimeout, logger)
 	app.StartReaper(ctx, st, ex, logger)
 	logger.Info("worker started", "executor", kind, "taskQueue", c.TaskQueue)
 	if m == nil {
@@ -167,6 +175,15 @@ func (c *workerCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
 	return app.Serve(ctx, mux, c.MetricsListen, func(addr string) { logger.Info("metrics listening", "address", addr) })
+}
+
+// stopWorker stops w gracefully: it takes no more work, its running stages have
+// timeout to finish, and those still running then are handed back to be retried.
+func stopWorker(w *worker.Worker, timeout time.Duration, logger *slog.Logger) {
+	started := time.Now()
+	logger.Info("worker stopping: running stages may finish", "stopTimeout", timeout)
+	w.Stop()
+	logger.Info("worker stopped", "took", time.Since(started).Round(time.Millisecond))
 }
 
 func boxFromFlag(key string) (*secrets.Box, error) {
@@ -298,14 +315,15 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	m := metrics.New()
 	w, err := app.NewWorker(st, tc, ex, app.WorkerConfig{TaskQueue: c.TaskQueue, WorkerID: workerID,
 		MaxConcurrentStages: c.MaxConcurrentStages, SingleWorker: true, Logger: logger, Metrics: m, MaxRunningRecords: c.MaxRunningRecords,
-		SonarScannerImage: c.SonarScannerImage, CheckoutImage: c.CheckoutImage, Clouds: c.Cloud, PublicURL: publicURL(c.PublicURL, c.Listen)})
+		SonarScannerImage: c.SonarScannerImage, CheckoutImage: c.CheckoutImage, Clouds: c.Cloud, PublicURL: publicURL(c.PublicURL, c.Listen),
+		StopTimeout: c.StopTimeout})
 	if err != nil {
 		return err
 	}
 	if err := w.Start(); err != nil {
 		return err
 	}
-	defer w.Stop()
+	defer stopWorker(w, c.StopTimeout, logger)
 
 	app.StartReconciler(ctx, st, tc, logger, m)
 	app.StartRotation(ctx, st, c.KeepRecords, logger)
@@ -319,7 +337,7 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		PublicURL:  publicURL(c.PublicURL, c.Listen),
 		LocalCloud: localCloud,
 	})
-	return app.Serve(ctx, e, c.Listen, func(addr string) {
+	return app.ServeWithDrain(ctx, e, c.Listen, c.ShutdownTimeout, func(addr string) {
 		fmt.Printf(`Cyclone is running (started in %s).
   API:          http://%s/api/v1
   API token:    %s

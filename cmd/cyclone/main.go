@@ -36,8 +36,15 @@ func main() {
 	logger := newLogger(c.LogLevel, c.LogFormat)
 	slog.SetDefault(logger)
 
+	// The first SIGTERM or Ctrl-C stops gracefully (see --shutdown-timeout and
+	// --stop-timeout); a second one ends the process at once.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop()
+		logger.Info("stopping gracefully; signal again to stop at once")
+	}()
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	if err := kctx.Run(logger); err != nil {
 		logger.Error("cyclone stopped", "error", err)

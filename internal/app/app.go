@@ -260,6 +260,9 @@ type WorkerConfig struct {
 	CheckoutImage string
 	// Clouds are the clouds whose records this worker runs, beside the default one.
 	Clouds []string
+	// StopTimeout is how long a stopping worker lets its running activities finish
+	// before it hands them back (worker.Options.WorkerStopTimeout).
+	StopTimeout time.Duration
 }
 
 // NewWorker builds a worker running records on ex.
@@ -277,12 +280,25 @@ func NewWorker(st *store.Store, tc client.Client, ex executor.Executor, cfg Work
 		MaxConcurrentStages: cfg.MaxConcurrentStages,
 		SingleWorker:        cfg.SingleWorker,
 		Clouds:              cfg.Clouds,
+		WorkerStopTimeout:   cfg.StopTimeout,
 	})
 }
 
-// Serve serves h on listen until ctx ends, then shuts down gracefully. ready, when not
-// nil, receives the bound address once the listener is open.
+// DefaultShutdownTimeout is how long Serve lets the requests in flight finish once
+// its context ends.
+const DefaultShutdownTimeout = 10 * time.Second
+
+// Serve is ServeWithDrain with DefaultShutdownTimeout.
 func Serve(ctx context.Context, h http.Handler, listen string, ready func(addr string)) error {
+	return ServeWithDrain(ctx, h, listen, DefaultShutdownTimeout, ready)
+}
+
+// ServeWithDrain serves h on listen until ctx ends, then shuts down gracefully: it
+// stops accepting connections and lets the requests in flight finish for up to
+// drain, then closes the connections still open (a stream that outlives the drain)
+// and returns nil: the stop was asked for. ready, when not nil, receives the bound
+// address once the listener is open.
+func ServeWithDrain(ctx context.Context, h http.Handler, listen string, drain time.Duration, ready func(addr string)) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", listen, err)
@@ -298,9 +314,14 @@ func Serve(ctx context.Context, h http.Handler, listen string, ready func(addr s
 		return err
 	case <-ctx.Done():
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	err = srv.Shutdown(shutdownCtx)
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		slog.Warn("requests still in flight when the shutdown timeout ran out were cut short", "address", ln.Addr().String(), "shutdownTimeout", drain)
+		_ = srv.Close()
+	case err != nil && !errors.Is(err, http.ErrServerClosed):
 		return err
 	}
 	return nil
