@@ -7,9 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,8 +50,9 @@ func (a *Activities) codeCheckout(ctx context.Context, in StageInput, secrets ru
 	}
 	user, password := sourceAuth(checkout, secrets)
 	svnSource := strings.EqualFold(src.Type, model.SCMSVN)
+	var pins []string
 	if !svnSource {
-		if err := checkGitURL(ctx, src.URL()); err != nil {
+		if pins, err = checkGitURL(ctx, src.URL()); err != nil {
 			return stageOutcome{}, err
 		}
 	}
@@ -56,11 +61,11 @@ func (a *Activities) codeCheckout(ctx context.Context, in StageInput, secrets ru
 	case env.Workspace == "":
 		// The workspace is not on this host (a volume of the cluster's pods): the
 		// checkout runs as a step of the record, see checkout_step.go.
-		commit, err = a.stepCheckout(ctx, in, env, src, svnSource, user, password, log)
+		commit, err = a.stepCheckout(ctx, in, env, src, svnSource, pins, user, password, log)
 	case svnSource:
 		commit, err = svnCheckout(ctx, src, in.Record.Params.Ref, user, password, env.Workspace, log)
 	default:
-		commit, err = gitCheckout(ctx, src.URL(), gitFetchRef(in.Record.Params), user, password, env.Workspace, log)
+		commit, err = gitCheckout(ctx, src.URL(), gitFetchRef(in.Record.Params), pins, user, password, env.Workspace, log)
 	}
 	if err != nil {
 		return stageOutcome{}, err
@@ -114,22 +119,95 @@ func sameHost(a, b string) bool {
 
 // checkGitURL keeps git away from the addresses the SCM guard refuses (link-local,
 // cloud metadata): git dials by itself, so the host is checked right before it runs.
-func checkGitURL(ctx context.Context, raw string) error {
+// For http(s) it returns the pins that make git connect to exactly the addresses
+// checked (gitResolvePins), so a name answering otherwise when git resolves it again
+// (DNS rebinding) is not followed; git follows no redirect either (gitHardening).
+// ssh:// and git:// URLs are checked but not pinned: ssh and git's own transport
+// resolve the name again by themselves.
+func checkGitURL(ctx context.Context, raw string) (pins []string, err error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return failStep("the repository URL %q is not a URL", redactURL(raw))
+		return nil, failStep("the repository URL %q is not a URL", redactURL(raw))
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "http", "https":
-		err = scm.CheckURLContext(ctx, "", raw)
+		var addrs []netip.Addr
+		if addrs, err = resolveGitURL(ctx, "", raw); err == nil {
+			pins = gitResolvePins(u, addrs)
+		}
 	default: // ssh, git
 		err = scm.CheckHost(ctx, u.Hostname())
 	}
 	if err != nil {
-		return checkoutError(ctx, err, fmt.Sprintf("the repository %s may not be checked out", redactURL(raw)))
+		return nil, checkoutError(ctx, err, fmt.Sprintf("the repository %s may not be checked out", redactURL(raw)))
 	}
-	return nil
+	return pins, nil
 }
+
+// resolveGitURL checks an http(s) repository URL and returns the addresses its
+// host resolved to; tests replace it to make a name resolve where no resolver
+// would.
+var resolveGitURL = scm.ResolveURL
+
+// gitResolvePins are the values of git's http.curloptResolve (curl's
+// CURLOPT_RESOLVE, "host:port:addr,addr") that make git (libcurl) connect to addrs
+// for u's host instead of resolving the name itself. An IP-literal host is not
+// resolved at all and needs none. A name with a trailing dot is pinned with and
+// without it, as curl may drop the dot. git reads http.curloptResolve from 2.37 on
+// (the worker's Debian git and the default checkout image are newer).
+func gitResolvePins(u *url.URL, addrs []netip.Addr) []string {
+	host := u.Hostname()
+	if _, err := netip.ParseAddr(host); err == nil || len(addrs) == 0 {
+		return nil
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+		if strings.EqualFold(u.Scheme, "http") {
+			port = "80"
+		}
+	}
+	list := make([]string, len(addrs))
+	for i, a := range addrs {
+		a = a.WithZone("").Unmap()
+		if a.Is6() {
+			list[i] = "[" + a.String() + "]"
+		} else {
+			list[i] = a.String()
+		}
+	}
+	names := []string{host}
+	if trimmed := strings.TrimSuffix(host, "."); trimmed != host && trimmed != "" {
+		names = append(names, trimmed)
+	}
+	pins := make([]string, len(names))
+	for i, name := range names {
+		pins[i] = name + ":" + port + ":" + strings.Join(list, ",")
+	}
+	return pins
+}
+
+// gitPinArgs are the git options applying pins.
+func gitPinArgs(pins []string) []string {
+	var args []string
+	for _, p := range pins {
+		args = append(args, "-c", "http.curloptResolve="+p)
+	}
+	return args
+}
+
+// gitRedirectHint explains a fetch that failed on an HTTP redirect (git prints
+// "The requested URL returned error: 301" when it does not follow one), from git's
+// output; "" when there was none.
+func gitRedirectHint(output []byte) string {
+	m := gitRedirectRe.FindSubmatch(output)
+	if m == nil {
+		return ""
+	}
+	return fmt.Sprintf(" (the server answered with a redirect, HTTP %s: checkouts follow no redirect, give the repository's final URL)", m[1])
+}
+
+var gitRedirectRe = regexp.MustCompile(`returned error: (3[0-9][0-9])\b`)
 
 // checkoutError turns an SCM error met by a checkout into the stage's: a
 // cancellation when the record was cancelled, a retried error when the server
@@ -144,8 +222,9 @@ func checkoutError(ctx context.Context, err error, what string) error {
 	return failStep("%s: %v", what, err)
 }
 
-// gitCheckout fetches ref of repoURL into ws and checks it out.
-func gitCheckout(ctx context.Context, repoURL, ref, user, password, ws string, log io.Writer) (*model.Commit, error) {
+// gitCheckout fetches ref of repoURL into ws and checks it out, connecting to the
+// addresses pins give (see checkGitURL).
+func gitCheckout(ctx context.Context, repoURL, ref string, pins []string, user, password, ws string, log io.Writer) (*model.Commit, error) {
 	home, err := os.MkdirTemp("", "cyclone-git-home-")
 	if err != nil {
 		return nil, err
@@ -153,14 +232,16 @@ func gitCheckout(ctx context.Context, repoURL, ref, user, password, ws string, l
 	defer os.RemoveAll(home)
 	env := gitEnv(home)
 	if password != "" {
-		env = append(env, gitAuthEnv(repoURL, user, password)...)
+		env = append(env, gitConfigEnv(gitAuthEnv(repoURL, user, password))...)
 	}
 	shownURL := redactURL(repoURL)
+	out := &tailWriter{w: log}
+	options := append(append([]string{"-C", ws}, gitHardening...), gitPinArgs(pins)...)
 	git := func(args ...string) error {
 		fmt.Fprintf(log, "+ git %s\n", strings.ReplaceAll(strings.Join(args, " "), repoURL, shownURL))
-		cmd := exec.CommandContext(ctx, "git", append(append([]string{"-C", ws}, gitHardening...), args...)...)
+		cmd := exec.CommandContext(ctx, "git", append(slices.Clone(options), args...)...)
 		cmd.Env = env
-		cmd.Stdout, cmd.Stderr = log, log
+		cmd.Stdout, cmd.Stderr = out, out
 		cmd.WaitDelay = 5 * time.Second
 		return cmd.Run()
 	}
@@ -178,6 +259,9 @@ func gitCheckout(ctx context.Context, repoURL, ref, user, password, ws string, l
 			if errors.As(err, &exitErr) {
 				msg := fmt.Sprintf("git %s failed (exit code %d): ref %q of %s could not be checked out",
 					args[0], exitErr.ExitCode(), ref, shownURL)
+				if args[0] == "fetch" {
+					msg += gitRedirectHint(out.tail.Bytes())
+				}
 				if password == "" && args[0] == "fetch" {
 					msg += " (no credentials were given for this repository)"
 				}
@@ -190,20 +274,31 @@ func gitCheckout(ctx context.Context, repoURL, ref, user, password, ws string, l
 }
 
 // gitAuthEnv gives git an Authorization header for repoURL's server through
-// environment configuration (GIT_CONFIG_COUNT): it stays out of argv and out of
-// .git/config, and is sent only to URLs under the server's scheme, host and port.
-func gitAuthEnv(repoURL, user, password string) []string {
+// environment configuration (GIT_CONFIG_COUNT, see gitConfigEnv): it stays out of
+// argv and out of .git/config, and is sent only to URLs under the server's scheme,
+// host and port.
+func gitAuthEnv(repoURL, user, password string) [][2]string {
 	u, err := url.Parse(repoURL)
 	if err != nil {
 		return nil
 	}
 	prefix := u.Scheme + "://" + u.Host + "/"
 	header := "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
-	return []string{
-		"GIT_CONFIG_COUNT=1",
-		"GIT_CONFIG_KEY_0=http." + prefix + ".extraHeader",
-		"GIT_CONFIG_VALUE_0=" + header,
+	return [][2]string{{"http." + prefix + ".extraHeader", header}}
+}
+
+// gitConfigEnv is git configuration (key, value) given in the environment
+// (GIT_CONFIG_COUNT, GIT_CONFIG_KEY_n, GIT_CONFIG_VALUE_n), which git's child
+// processes (git-remote-https) read too.
+func gitConfigEnv(kv [][2]string) []string {
+	if len(kv) == 0 {
+		return nil
 	}
+	env := []string{"GIT_CONFIG_COUNT=" + strconv.Itoa(len(kv))}
+	for i, c := range kv {
+		env = append(env, fmt.Sprintf("GIT_CONFIG_KEY_%d=%s", i, c[0]), fmt.Sprintf("GIT_CONFIG_VALUE_%d=%s", i, c[1]))
+	}
+	return env
 }
 
 // svnCheckout checks out a Subversion source. The ref names a revision ("27", or
@@ -293,10 +388,13 @@ var gitIsolation = []string{
 	"GIT_COMMITTER_NAME=cyclone", "GIT_COMMITTER_EMAIL=cyclone@localhost",
 }
 
-// gitHardening turns off credential helpers and every transport but the network
-// ones a repository URL may name (no file://, no ext::).
+// gitHardening turns off credential helpers, every transport but the network ones a
+// repository URL may name (no file://, no ext::), and HTTP redirects: the URL's
+// address is checked (and pinned, see checkGitURL) before git runs, and a redirect
+// would lead git to an address no one checked.
 var gitHardening = []string{
 	"-c", "credential.helper=",
+	"-c", "http.followRedirects=false",
 	"-c", "protocol.allow=never",
 	"-c", "protocol.https.allow=always", "-c", "protocol.http.allow=always",
 	"-c", "protocol.ssh.allow=always", "-c", "protocol.git.allow=always",

@@ -125,21 +125,22 @@ func TestParseCheckoutReport(t *testing.T) {
 // The step's command is the same whatever it checks out: the data is in its
 // environment.
 func TestCheckoutStepCommand(t *testing.T) {
-	a := gitCheckoutStep("https://git.example.com/a.git", "main", "u", "pw-1", testMark)
-	b := gitCheckoutStep("https://other.example.com/b.git", "v2", "", "", testMark+"x")
+	a := gitCheckoutStep("https://git.example.com/a.git", "main", []string{"git.example.com:443:192.0.2.7"}, "u", "pw-1", testMark)
+	b := gitCheckoutStep("https://other.example.com/b.git", "v2", nil, "", "", testMark+"x")
 	if !slices.Equal(a.Command, b.Command) || len(a.Command) != 3 || a.Command[0] != "/bin/sh" {
 		t.Fatalf("git commands differ or are not a sh script: %q / %q", a.Command, b.Command)
 	}
 	for _, kv := range []string{envCheckoutURL + "=https://git.example.com/a.git", envCheckoutRef + "=main", envCheckoutMark + "=" + testMark,
-		"GIT_CONFIG_COUNT=1", "GIT_TERMINAL_PROMPT=0", "GIT_CONFIG_GLOBAL=/dev/null"} {
+		"GIT_CONFIG_COUNT=2", "GIT_CONFIG_KEY_1=http.curloptResolve", "GIT_CONFIG_VALUE_1=git.example.com:443:192.0.2.7",
+		"GIT_TERMINAL_PROMPT=0", "GIT_CONFIG_GLOBAL=/dev/null"} {
 		if !slices.Contains(a.Env, kv) {
 			t.Errorf("git step env lacks %s: %q", kv, a.Env)
 		}
 	}
 	if slices.ContainsFunc(b.Env, func(kv string) bool { return strings.HasPrefix(kv, "GIT_CONFIG_COUNT=") }) {
-		t.Errorf("a step without credentials has an auth header: %q", b.Env)
+		t.Errorf("a step without credentials or pins has git configuration: %q", b.Env)
 	}
-	for _, h := range []string{"credential.helper=", "protocol.allow=never", "--end-of-options"} {
+	for _, h := range []string{"credential.helper=", "protocol.allow=never", "http.followRedirects=false", "--end-of-options"} {
 		if !strings.Contains(a.Command[2], h) {
 			t.Errorf("git script lacks %s", h)
 		}
@@ -172,6 +173,8 @@ func TestCheckoutStepFailure(t *testing.T) {
 			`git init failed (exit code 127): ref "main" of https://h/r could not be checked out (is git installed in the checkout image img:1?)`},
 		{checkoutReport{failed: "fetch", failedCode: 128}, 128, false, false, "",
 			`git fetch failed (exit code 128): ref "main" of https://h/r could not be checked out (no credentials were given for this repository)`},
+		{checkoutReport{failed: "fetch", failedCode: 128}, 128, false, true, "fatal: unable to access 'https://h/r/': The requested URL returned error: 301\n",
+			`git fetch failed (exit code 128): ref "main" of https://h/r could not be checked out (the server answered with a redirect, HTTP 301: checkouts follow no redirect, give the repository's final URL)`},
 		{checkoutReport{}, 126, false, true, "", "the checkout step exited with code 126 before running git or svn (does image img:1 have /bin/sh?)"},
 		{checkoutReport{failed: "checkout", failedCode: 1}, 1, true, true, "A x\nsvn: E170013: Unable to connect\nsvn: E210002: refused\n",
 			`svn checkout of "main" from https://h/r failed (exit code 1): "svn: E170013: Unable to connect"; "svn: E210002: refused"`},

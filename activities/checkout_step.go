@@ -108,17 +108,24 @@ func newCheckoutMark() (string, error) {
 	return checkoutMarkPrefix + hex.EncodeToString(b), nil
 }
 
-// gitCheckoutStep is the step checking ref of repoURL out into the workspace.
-func gitCheckoutStep(repoURL, ref, user, password, mark string) executor.Step {
+// gitCheckoutStep is the step checking ref of repoURL out into the workspace. Its
+// git connects to the addresses pins give (the worker's check, see checkGitURL),
+// set in its environment like the credentials.
+func gitCheckoutStep(repoURL, ref string, pins []string, user, password, mark string) executor.Step {
 	env := append([]string{
 		envCheckoutMark + "=" + mark,
 		envCheckoutURL + "=" + repoURL,
 		envCheckoutRef + "=" + ref,
 		"LC_ALL=C",
 	}, gitIsolation...)
+	var config [][2]string
 	if password != "" {
-		env = append(env, gitAuthEnv(repoURL, user, password)...)
+		config = gitAuthEnv(repoURL, user, password)
 	}
+	for _, p := range pins {
+		config = append(config, [2]string{"http.curloptResolve", p})
+	}
+	env = append(env, gitConfigEnv(config)...)
 	return executor.Step{Command: []string{"/bin/sh", "-c", gitCheckoutScript}, Env: env}
 }
 
@@ -137,7 +144,7 @@ func svnCheckoutStep(target, rev, user, password, mark string) executor.Step {
 
 // stepCheckout checks the main code source out with a step in the record's
 // environment, for executors whose workspace the worker cannot write.
-func (a *Activities) stepCheckout(ctx context.Context, in StageInput, env executor.Environment, src *model.CodeSource, svnSource bool, user, password string, log io.Writer) (*model.Commit, error) {
+func (a *Activities) stepCheckout(ctx context.Context, in StageInput, env executor.Environment, src *model.CodeSource, svnSource bool, pins []string, user, password string, log io.Writer) (*model.Commit, error) {
 	mark, err := newCheckoutMark()
 	if err != nil {
 		return nil, err
@@ -161,7 +168,7 @@ func (a *Activities) stepCheckout(ctx context.Context, in StageInput, env execut
 		fmt.Fprintf(log, "+ svn checkout %s (revision %s) in %s\n", shown, orHead(rev), a.checkoutImage())
 	} else {
 		shown = redactURL(src.URL())
-		step = gitCheckoutStep(src.URL(), ref, user, password, mark)
+		step = gitCheckoutStep(src.URL(), ref, pins, user, password, mark)
 		fmt.Fprintf(log, "+ git fetch %s %s && git checkout FETCH_HEAD in %s\n", shown, ref, a.checkoutImage())
 	}
 	step.Name, step.Stage, step.Image = in.Stage, in.Stage, a.checkoutImage()
@@ -224,6 +231,9 @@ func checkoutStepFailure(rep checkoutReport, code int, svnSource bool, ref, show
 		return failStep("%s", msg)
 	}
 	msg := fmt.Sprintf("git %s failed (exit code %d): ref %q of %s could not be checked out%s", rep.failed, code, ref, shown, hint)
+	if rep.failed == "fetch" {
+		msg += gitRedirectHint(tail)
+	}
 	if !withCredentials && rep.failed == "fetch" {
 		msg += " (no credentials were given for this repository)"
 	}

@@ -23,15 +23,23 @@ type SCMOpener func(cfg scm.Config) (scm.Provider, error)
 const ErrTypeSCM = "SCMRefused"
 
 // CreateSCMTag tags the record's checked-out commit with the record's name on the
-// project's SCM (Subversion: copies the revision to tags/<name>).
+// project's SCM. On Subversion the tag is a copy of exactly the directory the
+// record checked out (the source's URL and path and the ref's path, as svnTarget
+// makes them) at the checked-out revision, into the tags/ directory of its
+// trunk/branches/tags layout (see svn.TagsDir); a checkout in no such layout (the
+// repository root, say) cannot be tagged and fails the tag.
 func (a *Activities) CreateSCMTag(ctx context.Context, in RecordInput) error {
-	rec, prov, repo, err := a.recordSCM(ctx, in)
+	rec, prov, cfg, err := a.recordSCM(ctx, in)
 	if err != nil {
 		return err
 	}
 	commit := checkedOutCommit(rec)
 	if commit == "" {
 		return temporal.NewNonRetryableApplicationError("createScmTag: the record checked out no commit", ErrTypeSCM, nil)
+	}
+	repo, err := tagRepo(cfg, in)
+	if err != nil {
+		return temporal.NewNonRetryableApplicationError("createScmTag: "+err.Error(), ErrTypeSCM, nil)
 	}
 	if err := prov.CreateTag(ctx, repo, rec.Name, commit); err != nil {
 		return scmActivityError("createScmTag", err)
@@ -40,16 +48,34 @@ func (a *Activities) CreateSCMTag(ctx context.Context, in RecordInput) error {
 	return nil
 }
 
+// tagRepo is what the SCM's CreateTag takes: the main repository's name, or on
+// Subversion the path below the server of the directory the record checked out.
+func tagRepo(cfg scm.Config, in RecordInput) (string, error) {
+	src := in.Build.Stages.CodeCheckout.Main()
+	if cfg.Type != model.SCMSVN {
+		return RepoName(cfg, src.URL())
+	}
+	target, _, err := svnTarget(src, in.Params.Ref)
+	if err != nil {
+		return "", err
+	}
+	return RepoName(cfg, target)
+}
+
 // ReportCommitStatus shows the record's status next to its commit on the SCM,
 // with a link back to the record.
 func (a *Activities) ReportCommitStatus(ctx context.Context, in RecordInput, status string) error {
-	rec, prov, repo, err := a.recordSCM(ctx, in)
+	rec, prov, cfg, err := a.recordSCM(ctx, in)
 	if err != nil {
 		return err
 	}
 	commit := checkedOutCommit(rec)
 	if commit == "" {
 		return nil // nothing was checked out: no commit to report on
+	}
+	repo, err := RepoName(cfg, in.Build.Stages.CodeCheckout.Main().URL())
+	if err != nil {
+		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeSCM, nil)
 	}
 	return scmActivityError("report the commit status", a.reportStatus(ctx, in, prov, repo, commit, status))
 }
@@ -106,36 +132,32 @@ func (a *Activities) recordURL(in RecordInput) string {
 		base, url.PathEscape(in.Project), url.PathEscape(in.Pipeline), url.PathEscape(in.RecordID))
 }
 
-// recordSCM reads the record and opens its project's SCM and main repository.
-func (a *Activities) recordSCM(ctx context.Context, in RecordInput) (*model.Record, scm.Provider, string, error) {
+// recordSCM reads the record and opens its project's SCM; the record's pipeline
+// has a main code source.
+func (a *Activities) recordSCM(ctx context.Context, in RecordInput) (*model.Record, scm.Provider, scm.Config, error) {
 	if a.SCM == nil {
-		return nil, nil, "", temporal.NewNonRetryableApplicationError("this worker has no SCM access", ErrTypeSCM, nil)
+		return nil, nil, scm.Config{}, temporal.NewNonRetryableApplicationError("this worker has no SCM access", ErrTypeSCM, nil)
+	}
+	if in.Build.Stages.CodeCheckout.Main() == nil {
+		return nil, nil, scm.Config{}, temporal.NewNonRetryableApplicationError("the pipeline has no main code source", ErrTypeSCM, nil)
 	}
 	rec, err := a.Store.GetRecordByID(ctx, in.RecordID)
 	if err != nil {
-		return nil, nil, "", fmt.Errorf("read the record: %w", err)
+		return nil, nil, scm.Config{}, fmt.Errorf("read the record: %w", err)
 	}
 	creds, err := a.Store.ProjectCredentials(ctx, in.ProjectID)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil, "", temporal.NewNonRetryableApplicationError("the project was deleted", ErrTypeSCM, nil)
+		return nil, nil, scm.Config{}, temporal.NewNonRetryableApplicationError("the project was deleted", ErrTypeSCM, nil)
 	}
 	if err != nil {
-		return nil, nil, "", fmt.Errorf("read the project's credentials: %w", err)
+		return nil, nil, scm.Config{}, fmt.Errorf("read the project's credentials: %w", err)
 	}
 	cfg := creds.SCM()
 	prov, err := a.SCM(cfg)
 	if err != nil {
-		return nil, nil, "", scmActivityError("open the SCM", err)
+		return nil, nil, scm.Config{}, scmActivityError("open the SCM", err)
 	}
-	src := in.Build.Stages.CodeCheckout.Main()
-	if src == nil {
-		return nil, nil, "", temporal.NewNonRetryableApplicationError("the pipeline has no main code source", ErrTypeSCM, nil)
-	}
-	repo, err := RepoName(cfg, src.URL())
-	if err != nil {
-		return nil, nil, "", temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeSCM, nil)
-	}
-	return rec, prov, repo, nil
+	return rec, prov, cfg, nil
 }
 
 func checkedOutCommit(rec *model.Record) string {
@@ -149,7 +171,7 @@ func checkedOutCommit(rec *model.Record) string {
 // "group/sub/name" (GitLab), the path below the server URL (Subversion).
 func RepoName(cfg scm.Config, repoURL string) (string, error) {
 	u, err := url.Parse(repoURL)
-	if err != nil || u.Path == "" {
+	if err != nil || (u.Path == "" && cfg.Type != model.SCMSVN) {
 		return "", fmt.Errorf("%q is not a repository URL", repoURL)
 	}
 	path := strings.Trim(u.Path, "/")
@@ -158,8 +180,11 @@ func RepoName(cfg scm.Config, repoURL string) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("%q is not a server URL", cfg.Server)
 		}
-		rest, ok := strings.CutPrefix(path, strings.Trim(base.Path, "/"))
-		if !ok || !strings.EqualFold(u.Host, base.Host) {
+		basePath := strings.Trim(base.Path, "/")
+		rest, ok := strings.CutPrefix(path, basePath)
+		// The server's path ends at a segment: svn://h/repo2 is not under svn://h/repo.
+		ok = ok && (basePath == "" || rest == "" || strings.HasPrefix(rest, "/"))
+		if !ok || !strings.EqualFold(u.Host, base.Host) || !strings.EqualFold(u.Scheme, base.Scheme) {
 			return "", fmt.Errorf("%s is not on the project's SCM server %s", repoURL, cfg.Server)
 		}
 		return strings.Trim(rest, "/"), nil

@@ -343,6 +343,87 @@ func TestSVNCheckoutAndTag(t *testing.T) {
 	}
 }
 
+// createScmTag copies exactly the directory a record checked out (the source's URL,
+// its path and the ref's path) at the checked-out revision into the tags/ directory
+// of its trunk/branches/tags layout; a checkout in no such layout fails the tag,
+// saying why.
+func TestSVNTagCopiesCheckedOutTree(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{})
+	svn := testenv.StartSVNServer(t, "alice", "svn-s3cr3t")
+	svn.Commit("projects", map[string]string{
+		"trunk/root.txt":              "root trunk\n",
+		"branches/rb/rb.txt":          "root branch\n",
+		"app/trunk/app.txt":           "app trunk\n",
+		"app/branches/b1/b1.txt":      "app branch\n",
+		"app/tags/.keep":              "",
+		"app/trunk/nested/trunk.note": "not a layout of its own\n",
+	})
+	// A later revision: a tag at the checked-out revision does not hold it.
+	checkedOut := svn.Commit("more", map[string]string{"app/trunk/later.txt": "x\n"})
+	svn.Commit("after the checkouts", map[string]string{"app/trunk/after.txt": "x\n", "app/branches/b1/after.txt": "x\n"})
+	wantStatus(t, env.Do("POST", "/api/v1/projects", scmProject("svnt", "SVN", svn.URL, map[string]any{"username": "alice", "password": "svn-s3cr3t"})), http.StatusCreated)
+
+	pipeline := func(name string, source map[string]any) *fixture {
+		t.Helper()
+		body := map[string]any{"name": name, "build": map[string]any{
+			"builderImage": map[string]any{"image": "x"},
+			"stages": map[string]any{
+				"codeCheckout": map[string]any{"codeSources": []any{map[string]any{"type": "SVN", "main": true, "otherCodeSource": source}}},
+				"unitTest":     map[string]any{"command": []string{"ls"}},
+			},
+		}}
+		wantStatus(t, env.Do("POST", "/api/v1/projects/svnt/pipelines", body), http.StatusCreated)
+		return &fixture{env: env, basePath: "/api/v1/projects/svnt/pipelines/" + name}
+	}
+	root := pipeline("root", map[string]any{"url": svn.URL})
+	appTrunk := pipeline("app-trunk", map[string]any{"url": svn.URL + "/app/trunk"})
+	appPath := pipeline("app-path", map[string]any{"url": svn.URL, "path": "app"})
+
+	for i, tc := range []struct {
+		name       string
+		f          *fixture
+		ref        string
+		tags       string   // the tags directory the tag goes to
+		has, lacks []string // files of the tag
+	}{
+		{"root URL, branch ref", root, "branches/rb", "tags", []string{"rb.txt"}, []string{"root.txt", "app"}},
+		{"trunk URL, revision ref", appTrunk, checkedOut, "app/tags", []string{"app.txt", "later.txt", "nested/trunk.note"}, []string{"after.txt", "trunk", "app"}},
+		{"path, branch ref at a revision", appPath, "branches/b1@" + checkedOut, "app/tags", []string{"b1.txt"}, []string{"after.txt", "app.txt"}},
+	} {
+		// Named records: two records of one revision started within a second would
+		// otherwise share their default name, and so their tag.
+		rec := tc.f.waitTerminal(t, tc.f.start(t, map[string]any{"ref": tc.ref, "createScmTag": true, "name": "rel-" + string(rune('a'+i))}).ID)
+		if rec.Status != model.StatusSuccess {
+			t.Fatalf("%s: record %s %q", tc.name, rec.Status, rec.ErrorMessage)
+		}
+		tag := tc.tags + "/" + rec.Name
+		if !svn.Exists(tag) {
+			t.Fatalf("%s: %s was not created", tc.name, tag)
+		}
+		for _, f := range tc.has {
+			if !svn.Exists(tag + "/" + f) {
+				t.Errorf("%s: %s lacks %s", tc.name, tag, f)
+			}
+		}
+		for _, f := range tc.lacks {
+			if svn.Exists(tag + "/" + f) {
+				t.Errorf("%s: %s holds %s", tc.name, tag, f)
+			}
+		}
+	}
+
+	// The repository root itself is in no trunk/branches/tags layout: the record
+	// checks it out, then fails on the tag.
+	rec := root.waitTerminal(t, root.start(t, map[string]any{"ref": checkedOut, "createScmTag": true}).ID)
+	if rec.Status != model.StatusFailed || !strings.Contains(rec.ErrorMessage, "createScmTag") ||
+		!strings.Contains(rec.ErrorMessage, "cannot tag the server root") || strings.Contains(rec.ErrorMessage, "svn-s3cr3t") {
+		t.Fatalf("tag of the repository root: %s %q", rec.Status, rec.ErrorMessage)
+	}
+	if svn.Exists("tags/" + rec.Name) {
+		t.Fatalf("tags/%s was created from the repository root", rec.Name)
+	}
+}
+
 // git dials by itself: a source on a link-local or metadata address fails the
 // checkout before git runs.
 func TestCheckoutRefusesMetadataAddress(t *testing.T) {

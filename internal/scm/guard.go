@@ -135,6 +135,17 @@ func CheckURLContext(ctx context.Context, scmType, raw string) error {
 	return CheckHost(ctx, u.Hostname())
 }
 
+// ResolveURL is CheckURLContext returning the addresses it checked, for a program
+// that dials by itself and can be told to connect to exactly those (git's
+// http.curloptResolve), so a DNS answer changing after the check is not used.
+func ResolveURL(ctx context.Context, scmType, raw string) ([]netip.Addr, error) {
+	u, err := parseURL(scmType, raw)
+	if err != nil {
+		return nil, err
+	}
+	return resolve(ctx, u.Hostname())
+}
+
 // parseURL does CheckURL's checks that need no resolver.
 func parseURL(scmType, raw string) (*url.URL, error) {
 	if strings.TrimSpace(raw) == "" {

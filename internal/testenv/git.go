@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -20,6 +21,8 @@ type GitServer struct {
 	t    testing.TB
 	// backend serves the repositories without authentication.
 	backend http.Handler
+	// requests counts the HTTP requests the server answered.
+	requests atomic.Int64
 }
 
 // StartGitServer serves the bare repositories it creates until the test ends.
@@ -59,10 +62,19 @@ func startGitServer(t testing.TB, user, password string) *GitServer {
 			handler.ServeHTTP(w, r)
 		})
 	}
-	srv := httptest.NewServer(h)
+	g := &GitServer{root: root, t: t, backend: handler}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.requests.Add(1)
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
-	return &GitServer{URL: srv.URL, root: root, t: t, backend: handler}
+	g.URL = srv.URL
+	return g
 }
+
+// Requests is how many HTTP requests the server has answered (a test proves with
+// it that git never reached the server).
+func (g *GitServer) Requests() int64 { return g.requests.Load() }
 
 // Repo creates a bare repository named name whose master branch has one commit per
 // entry of commits (each a map of file path to content), and returns its URL.

@@ -173,29 +173,70 @@ var (
 	tagNameRe  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.+-]*$`)
 )
 
-// CreateTag copies trunk at revision commit to tags/<name> (creating tags/ if
-// needed). An existing tag is an error: svn copy would copy into it.
-func (p *Provider) CreateTag(ctx context.Context, repo, name, commit string) error {
-	base, err := p.repoURL(repo)
+// CreateTag copies path (below the server URL: the directory a record checked out,
+// such as "trunk", "app/trunk" or "app/branches/b1") as it was at revision commit
+// to <name> in the tags/ directory of its trunk/branches/tags layout, creating
+// tags/ if needed: for .../X/trunk, .../X/branches/<b> or .../X/tags/<t> (and any
+// directory below them) that is .../X/tags. A path in no such layout (the server
+// root, a project without trunk/) has no tags/ to copy to, and copying a directory
+// into a tags/ inside itself is no tag: that is an error, before svn runs. An
+// existing tag is an error too: svn copy would copy into it.
+func (p *Provider) CreateTag(ctx context.Context, path, name, commit string) error {
+	src, err := p.repoURL(path)
 	if err != nil {
 		return err
 	}
 	if !tagNameRe.MatchString(name) || strings.Contains(name, "..") || len(name) > 255 {
 		return fmt.Errorf("svn: %q is not a valid tag name", name)
 	}
-	if !revisionRe.MatchString(commit) {
+	if !revisionRe.MatchString(commit) || commit == "HEAD" {
 		return fmt.Errorf("svn: %q is not a revision number", commit)
 	}
-	op := fmt.Sprintf("tagging revision %s of %s as %q", commit, display(repo), name)
-	dst := base + "/tags/" + name
+	tags, ok := TagsDir(path)
+	if !ok {
+		return fmt.Errorf("svn: cannot tag %s: it is not trunk, a branch or a tag of a trunk/branches/tags layout, so it has no tags/ directory next to it", display(path))
+	}
+	tagsURL, err := p.repoURL(tags)
+	if err != nil {
+		return err
+	}
+	op := fmt.Sprintf("tagging revision %s of %s as %s/%s", commit, display(path), tags, name)
+	dst := tagsURL + "/" + name
 	if _, err := p.run(ctx, op, "info", "--xml", "--", dst+"@"); err == nil {
 		return fmt.Errorf("svn: %s: the tag already exists", op)
 	} else if !errors.Is(err, scm.ErrNotFound) {
 		return err
 	}
-	_, err = p.run(ctx, op, "copy", "--parents", "-r", commit, "-m", "Cyclone: tag "+name+" at r"+commit,
-		"--", base+"/trunk@", dst)
+	// src@commit: the directory as it was at the checked-out revision (a peg
+	// revision, so a later move or deletion of the path does not matter).
+	_, err = p.run(ctx, op, "copy", "--parents", "-m", "Cyclone: tag "+name+" at r"+commit,
+		"--", src+"@"+commit, dst)
 	return err
+}
+
+// TagsDir is the tags/ directory of the trunk/branches/tags layout path is in: the
+// innermost .../trunk, .../branches/<b> or .../tags/<t> in path decides, and the
+// tags directory sits next to it ("app/branches/b1/src" -> "app/tags",
+// "trunk" -> "tags"). ok is false when path is in no such layout.
+func TagsDir(path string) (tags string, ok bool) {
+	path = strings.Trim(path, "/")
+	if path == "" {
+		return "", false
+	}
+	segs := strings.Split(path, "/")
+	for i := len(segs) - 1; i >= 0; i-- {
+		parent := -1
+		switch {
+		case i >= 1 && (segs[i-1] == "branches" || segs[i-1] == "tags"):
+			parent = i - 1
+		case segs[i] == "trunk":
+			parent = i
+		}
+		if parent >= 0 {
+			return strings.Join(append(segs[:parent:parent], "tags"), "/"), true
+		}
+	}
+	return "", false
 }
 
 // SetCommitStatus: Subversion has no commit statuses.

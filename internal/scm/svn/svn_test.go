@@ -243,30 +243,54 @@ func TestProviderAgainstSVNServe(t *testing.T) {
 		}
 	}
 
-	// Tags: trunk at a revision, copied to tags/<name>.
-	if err := p.CreateTag(ctx, "app", "rec-1", "1"); err != nil {
+	// Tags: the checked-out directory at a revision, copied to the tags/ next to it.
+	if err := p.CreateTag(ctx, "app/trunk", "rec-1", "1"); err != nil {
 		t.Fatal(err)
 	}
 	ts, err = p.Tags(ctx, "app")
 	check("Tags(app) after CreateTag", ts, err, "rec-1", "v1.0")
-	out, err := exec.Command(Program, "list", "--config-dir", t.TempDir(), "file://"+srv.repo+"/app/tags/rec-1").CombinedOutput()
-	if err != nil || strings.Contains(string(out), "added-in-r2.txt") || !strings.Contains(string(out), "pom.xml") {
-		t.Errorf("tags/rec-1 (trunk at r1) holds %q, %v", out, err)
+	list := func(path string) string {
+		t.Helper()
+		out, err := exec.Command(Program, "list", "--config-dir", t.TempDir(), "file://"+srv.repo+"/"+path).CombinedOutput()
+		if err != nil {
+			t.Fatalf("svn list %s: %v\n%s", path, err, out)
+		}
+		return string(out)
 	}
-	if err := p.CreateTag(ctx, "app", "rec-1", "2"); err == nil || !strings.Contains(err.Error(), "already exists") {
+	if out := list("app/tags/rec-1"); strings.Contains(out, "added-in-r2.txt") || !strings.Contains(out, "pom.xml") {
+		t.Errorf("app/tags/rec-1 (app/trunk at r1) holds %q", out)
+	}
+	if err := p.CreateTag(ctx, "app/trunk", "rec-1", "2"); err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Errorf("second CreateTag(rec-1) = %v, want 'already exists'", err)
 	}
-	if err := p.CreateTag(ctx, "", "rec-root", "2"); err != nil {
+	// A branch is tagged next to trunk's tags, with the branch's content.
+	if err := p.CreateTag(ctx, "app/branches/b1", "rec-b1", "2"); err != nil {
+		t.Fatal(err)
+	}
+	if out := list("app/tags/rec-b1"); strings.Contains(out, "pom.xml") {
+		t.Errorf("app/tags/rec-b1 (the empty branch b1) holds %q", out)
+	}
+	// The server root's own layout: trunk -> tags.
+	if err := p.CreateTag(ctx, "trunk", "rec-root", "2"); err != nil {
 		t.Fatal(err)
 	}
 	ts, err = p.Tags(ctx, "")
 	check("Tags(root) after CreateTag", ts, err, "rec-root")
-	for _, bad := range [][2]string{{"../x", "1"}, {"-r", "1"}, {"a/b", "1"}, {"ok", "--help"}, {"ok", "abc"}, {"", "1"}} {
-		if err := p.CreateTag(ctx, "app", bad[0], bad[1]); err == nil {
+	if out := list("tags/rec-root"); !strings.Contains(out, "go.mod") {
+		t.Errorf("tags/rec-root (trunk) holds %q", out)
+	}
+	// A directory in no trunk/branches/tags layout has no tags/ to copy to.
+	for _, path := range []string{"", "plain", "app", "app/branches"} {
+		if err := p.CreateTag(ctx, path, "rec-x", "2"); err == nil || !strings.Contains(err.Error(), "no tags/ directory") {
+			t.Errorf("CreateTag(%q) = %v, want a refusal naming the missing tags/ directory", path, err)
+		}
+	}
+	for _, bad := range [][2]string{{"../x", "1"}, {"-r", "1"}, {"a/b", "1"}, {"ok", "--help"}, {"ok", "abc"}, {"ok", "HEAD"}, {"", "1"}} {
+		if err := p.CreateTag(ctx, "app/trunk", bad[0], bad[1]); err == nil {
 			t.Errorf("CreateTag(%q, %q) accepted", bad[0], bad[1])
 		}
 	}
-	if err := p.CreateTag(ctx, "app", "rec-9", "99"); !errors.Is(err, scm.ErrNotFound) {
+	if err := p.CreateTag(ctx, "app/trunk", "rec-9", "99"); !errors.Is(err, scm.ErrNotFound) {
 		t.Errorf("CreateTag at a missing revision = %v, want ErrNotFound", err)
 	}
 
@@ -387,5 +411,29 @@ func TestCheckout(t *testing.T) {
 	argv.mu.Unlock()
 	if after != before {
 		t.Errorf("%d svn runs for refused checkouts", after-before)
+	}
+}
+
+func TestTagsDir(t *testing.T) {
+	for path, want := range map[string]string{
+		"trunk":                "tags",
+		"/trunk/":              "tags",
+		"trunk/src":            "tags",
+		"app/trunk":            "app/tags",
+		"app/branches/b1":      "app/tags",
+		"app/branches/b1/src":  "app/tags",
+		"app/tags/v1":          "app/tags",
+		"a/trunk/vendor/trunk": "a/trunk/vendor/tags",
+		"branches/trunk":       "tags",
+		"":                     "",
+		"app":                  "",
+		"app/branches":         "",
+		"tags":                 "",
+		"plain/src":            "",
+	} {
+		got, ok := TagsDir(path)
+		if got != want || ok != (want != "") {
+			t.Errorf("TagsDir(%q) = %q, %v; want %q", path, got, ok, want)
+		}
 	}
 }
