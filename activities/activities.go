@@ -135,6 +135,10 @@ type RecordInput struct {
 	// Cloud is the cloud the project's records run on ("" or model.DefaultCloudName:
 	// any worker); the record's environment is set up by a worker serving it.
 	Cloud string `json:"cloud,omitempty"`
+	// Namespace is the Kubernetes namespace of the record's pods and workspace claim
+	// (the project's worker.location.namespace, else its Kubernetes cloud's); ""
+	// (and every record started before it existed) is the executor's default.
+	Namespace string `json:"namespace,omitempty"`
 }
 
 // SlotTaskQueue is the task queue where records wait for room on their cloud
@@ -155,9 +159,10 @@ func (in RecordInput) SetupTaskQueue(shared string) string {
 	return CloudTaskQueue(shared, in.Cloud)
 }
 
-// ExecutorRecord identifies the record to an executor.
+// ExecutorRecord identifies the record to an executor, with the namespace its
+// environment goes to.
 func (in RecordInput) ExecutorRecord() executor.Record {
-	return executor.Record{ID: in.RecordID, Project: in.Project, Pipeline: in.Pipeline}
+	return executor.Record{ID: in.RecordID, Project: in.Project, Pipeline: in.Pipeline, Namespace: in.Namespace}
 }
 
 // Environment is what SetupEnvironment made: the executor's environment and the task

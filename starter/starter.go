@@ -17,6 +17,7 @@ import (
 	"github.com/cycloneci/cyclone/activities"
 	"github.com/cycloneci/cyclone/internal/model"
 	"github.com/cycloneci/cyclone/internal/searchattr"
+	"github.com/cycloneci/cyclone/internal/store"
 	"github.com/cycloneci/cyclone/workflows"
 )
 
@@ -30,6 +31,15 @@ type Starter struct {
 	// SearchAttributes turns the Cyclone search attributes on; they must be registered
 	// in the namespace first.
 	SearchAttributes bool
+	// Clouds finds the project's cloud when a record starts, for the namespace of a
+	// Kubernetes cloud (InputOnCloud). Nil: only a namespace the project names is
+	// passed on, else the worker's executor uses its own default.
+	Clouds Clouds
+}
+
+// Clouds finds a cloud by name (the store); a missing cloud is store.ErrNotFound.
+type Clouds interface {
+	GetCloud(ctx context.Context, name string) (*model.Cloud, error)
 }
 
 // New returns a Starter on the default task queue.
@@ -37,8 +47,18 @@ func New(c client.Client) *Starter {
 	return &Starter{Client: c, TaskQueue: DefaultTaskQueue, SearchAttributes: true}
 }
 
-// Input builds the workflow input for a record of a pipeline.
+// Input builds the workflow input for a record of a pipeline, without knowing the
+// project's cloud: InputOnCloud with no cloud.
 func Input(rec *model.Record, project *model.Project, p *model.Pipeline) activities.RecordInput {
+	return InputOnCloud(rec, project, p, nil)
+}
+
+// InputOnCloud builds the workflow input for a record of a pipeline whose project's
+// records run on cloud c (nil when unknown or not stored). The record's namespace is
+// the project's worker.location.namespace, else its worker.namespace, else the
+// namespace of c when c is that project's Kubernetes cloud, else "" (the executor's
+// default). Like the quota, it is fixed when the record starts.
+func InputOnCloud(rec *model.Record, project *model.Project, p *model.Pipeline, c *model.Cloud) activities.RecordInput {
 	return activities.RecordInput{
 		RecordID:     rec.ID,
 		ProjectID:    project.ID,
@@ -53,9 +73,52 @@ func Input(rec *model.Record, project *model.Project, p *model.Pipeline) activit
 		StartTime:    rec.StartTime,
 		CommitStatus: rec.Trigger == model.TriggerSCM && project.SCM != nil &&
 			(project.SCM.Type == model.SCMGithub || project.SCM.Type == model.SCMGitlab),
-		Quota: workerQuota(project),
-		Cloud: projectCloud(project),
+		Quota:     workerQuota(project),
+		Cloud:     projectCloud(project),
+		Namespace: recordNamespace(project, c),
 	}
+}
+
+// recordNamespace is the Kubernetes namespace of the project's records on cloud c
+// (see InputOnCloud).
+func recordNamespace(project *model.Project, c *model.Cloud) string {
+	if w := project.Worker; w != nil {
+		if w.Location != nil && w.Location.Namespace != "" {
+			return w.Location.Namespace
+		}
+		if w.Namespace != "" {
+			return w.Namespace
+		}
+	}
+	if c == nil || c.Type != model.CloudKubernetes || c.Kubernetes == nil || c.Name != cloudName(project) {
+		return ""
+	}
+	return c.Kubernetes.Namespace
+}
+
+// cloudName is the name of the cloud the project's records run on.
+func cloudName(p *model.Project) string {
+	if name := projectCloud(p); name != "" {
+		return name
+	}
+	return model.DefaultCloudName
+}
+
+// projectCloudObject is the project's cloud, nil when s has no Clouds or the cloud
+// is not stored (a worker serving it may still run the record, in its default
+// namespace).
+func (s *Starter) projectCloudObject(ctx context.Context, project *model.Project) (*model.Cloud, error) {
+	if s.Clouds == nil {
+		return nil, nil
+	}
+	c, err := s.Clouds.GetCloud(ctx, cloudName(project))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("find the project's cloud: %w", err)
+	}
+	return c, nil
 }
 
 // projectCloud names the cloud the project's records run on ("" for the default).
@@ -112,7 +175,11 @@ func (s *Starter) Start(ctx context.Context, rec *model.Record, project *model.P
 			searchattr.Trigger.ValueSet(rec.Trigger),
 		)
 	}
-	run, err := s.Client.ExecuteWorkflow(ctx, opts, workflows.RecordWorkflowName, Input(rec, project, p))
+	c, err := s.projectCloudObject(ctx, project)
+	if err != nil {
+		return "", err
+	}
+	run, err := s.Client.ExecuteWorkflow(ctx, opts, workflows.RecordWorkflowName, InputOnCloud(rec, project, p, c))
 	if err != nil {
 		return "", fmt.Errorf("start workflow: %w", err)
 	}

@@ -142,7 +142,7 @@ func (c *workerCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		kind string
 	)
 	if kindFlag == "kubernetes" {
-		ex, kind, err = newKubernetesExecutor(c.kubeFlags)
+		ex, kind, err = newKubernetesExecutor(ctx, c.kubeFlags, st, c.Cloud)
 	} else {
 		ex, kind, err = newExecutor(ctx, kindFlag, root)
 	}

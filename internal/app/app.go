@@ -107,6 +107,7 @@ func NewAPI(st *store.Store, tc client.Client, o APIOptions) *echo.Echo {
 	runs := starter.New(tc)
 	runs.TaskQueue = taskQueue
 	runs.SearchAttributes = searchAttributesReady(tc, namespace, logger)
+	runs.Clouds = st // a record's namespace may be its Kubernetes cloud's
 	return api.New(api.Config{
 		AdminToken: adminToken,
 		Tokens:     st,

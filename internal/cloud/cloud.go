@@ -265,20 +265,41 @@ func (p *Prober) dockerClient(ctx context.Context, d *model.DockerCloud) (*docke
 	return DockerClient(d)
 }
 
-func (p *Prober) kube(ctx context.Context, c *model.Cloud) (kubernetes.Interface, error) {
+// ExecutorRESTConfig is the client-go configuration of a worker's kubernetes
+// executor on a Kubernetes cloud: the cloud's host, credentials and CA (its secrets
+// opened with s), the host passing the URL guard as for a ping. It has no overall
+// request timeout: a step's log is followed for as long as the step runs.
+func ExecutorRESTConfig(ctx context.Context, c *model.Cloud, s Secrets) (*rest.Config, error) {
+	if c.Type != model.CloudKubernetes {
+		return nil, fmt.Errorf("cloud %s is a %s cloud, not Kubernetes", c.Name, c.Type)
+	}
+	cfg, err := restConfig(ctx, c, s)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Timeout = 0
+	return cfg, nil
+}
+
+// restConfig is KubeConfig for a cloud whose secrets s opens, after the URL guard.
+func restConfig(ctx context.Context, c *model.Cloud, s Secrets) (*rest.Config, error) {
 	if c.Kubernetes != nil && c.Kubernetes.Host != "" {
 		if err := checkHost(ctx, c.Kubernetes.Host); err != nil {
 			return nil, err
 		}
 	}
 	sec := &model.CloudSecrets{}
-	if p.Secrets != nil {
+	if s != nil {
 		var err error
-		if sec, err = p.Secrets.CloudSecrets(c); err != nil {
+		if sec, err = s.CloudSecrets(c); err != nil {
 			return nil, fmt.Errorf("open the cloud's secrets: %w", err)
 		}
 	}
-	cfg, err := KubeConfig(c, sec)
+	return KubeConfig(c, sec)
+}
+
+func (p *Prober) kube(ctx context.Context, c *model.Cloud) (kubernetes.Interface, error) {
+	cfg, err := restConfig(ctx, c, p.Secrets)
 	if err != nil {
 		return nil, err
 	}

@@ -52,6 +52,12 @@ type Record struct {
 	ID       string `json:"id"`
 	Project  string `json:"project"`
 	Pipeline string `json:"pipeline"`
+	// Namespace is the Kubernetes namespace of the record's pods and workspace claim
+	// (the project's worker.location.namespace, else its cloud's); "" is the
+	// executor's default. It travels in the Environment, so that every step and the
+	// teardown go where Setup went. Executors without namespaces ignore it; it is
+	// no label (Labels).
+	Namespace string `json:"namespace,omitempty"`
 }
 
 // Labels returns the labels every resource of the record carries.

@@ -37,6 +37,14 @@
 // nothing to re-establish when a watch expires, and a step's start and end are not
 // latency-critical.
 //
+// # Namespaces
+//
+// A record's claim and pods are in its executor.Record.Namespace (the project's
+// worker.location.namespace, else its cloud's), or in Config.Namespace when it names
+// none; Setup's Environment carries the record, so its steps and its teardown go to the
+// same namespace. List covers Config.Namespace and every namespace this executor has
+// used since it started.
+//
 // Everything created carries the record's labels (executor.Record.Labels, made valid
 // label values; the exact values are in annotations of the same keys), which is how
 // Teardown and List (executor.Lister) find them.
@@ -52,6 +60,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -59,6 +68,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -91,7 +101,8 @@ type Config struct {
 	// (rest.InClusterConfig in a pod, or clientcmd for a kubeconfig).
 	Client     kubernetes.Interface
 	RESTConfig *rest.Config
-	// Namespace holds the records' pods and claims. Required.
+	// Namespace holds the pods and claims of the records that name no namespace of
+	// their own (executor.Record.Namespace). Required.
 	Namespace string
 	// DefaultResources sizes a step whose quota leaves a key out, with the keys of a
 	// worker quota ("requests.cpu": "500m", "limits.memory": "2Gi", ...).
@@ -128,6 +139,11 @@ type Executor struct {
 	sa        string
 	poll      time.Duration
 	startWait time.Duration
+
+	// used holds the namespaces other than ns that records were set up, run or torn
+	// down in, for List.
+	mu   sync.Mutex
+	used map[string]bool
 }
 
 var _ executor.Executor = (*Executor)(nil)
@@ -136,6 +152,9 @@ var _ executor.Executor = (*Executor)(nil)
 func New(cfg Config) (*Executor, error) {
 	if cfg.Namespace == "" {
 		return nil, errors.New("kubernetes executor: no namespace")
+	}
+	if errs := validation.IsDNS1123Label(cfg.Namespace); len(errs) != 0 {
+		return nil, fmt.Errorf("kubernetes executor: namespace %q: %s", cfg.Namespace, strings.Join(errs, "; "))
 	}
 	if _, err := ParseResources(cfg.DefaultResources); err != nil {
 		return nil, fmt.Errorf("kubernetes executor: default resources: %w", err)
@@ -173,7 +192,7 @@ func New(cfg Config) (*Executor, error) {
 	e := &Executor{
 		cli: cli, ns: cfg.Namespace, defaults: maps.Clone(cfg.DefaultResources), pull: cfg.ImagePullPolicy,
 		class: cfg.StorageClass, size: size, mode: mode, sa: cfg.ServiceAccount,
-		poll: cfg.PollInterval, startWait: cfg.StartTimeout,
+		poll: cfg.PollInterval, startWait: cfg.StartTimeout, used: map[string]bool{},
 	}
 	if e.poll <= 0 {
 		e.poll = DefaultPollInterval
@@ -191,20 +210,49 @@ func checkRecord(id string) error {
 	return nil
 }
 
+// namespace is where the record's objects are: its own namespace, else the default.
+// A namespace that is no valid name is the project's fault (FailedError); one that is
+// valid is remembered for List.
+func (e *Executor) namespace(rec executor.Record) (string, error) {
+	ns := rec.Namespace
+	if ns == "" || ns == e.ns {
+		return e.ns, nil
+	}
+	if errs := validation.IsDNS1123Label(ns); len(errs) != 0 {
+		return "", executor.Failed("kubernetes executor: record %s: namespace %q is not a valid namespace name: %s", rec.ID, ns, strings.Join(errs, "; "))
+	}
+	e.mu.Lock()
+	e.used[ns] = true
+	e.mu.Unlock()
+	return ns, nil
+}
+
+// namespaces are the namespaces List covers: the default one first, then the others
+// used so far, sorted.
+func (e *Executor) namespaces() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string{e.ns}, slices.Sorted(maps.Keys(e.used))...)
+}
+
 // Setup creates (or finds again) the record's workspace claim. The Environment has no
 // Workspace directory and no Network (see the package documentation).
 func (e *Executor) Setup(ctx context.Context, rec executor.Record) (executor.Environment, error) {
 	if err := checkRecord(rec.ID); err != nil {
 		return executor.Environment{}, err
 	}
+	ns, err := e.namespace(rec)
+	if err != nil {
+		return executor.Environment{}, err
+	}
 	name := WorkspaceClaimName(rec.ID)
-	claims := e.cli.CoreV1().PersistentVolumeClaims(e.ns)
+	claims := e.cli.CoreV1().PersistentVolumeClaims(ns)
 	check := func(pvc *corev1.PersistentVolumeClaim) error {
 		if pvc.Labels[executor.LabelRecord] != labelValue(rec.ID) {
-			return fmt.Errorf("kubernetes executor: claim %s/%s exists but is not labelled for record %s", e.ns, name, rec.ID)
+			return fmt.Errorf("kubernetes executor: claim %s/%s exists but is not labelled for record %s", ns, name, rec.ID)
 		}
 		if pvc.DeletionTimestamp != nil {
-			return fmt.Errorf("kubernetes executor: claim %s/%s is being deleted (record %s torn down?)", e.ns, name, rec.ID)
+			return fmt.Errorf("kubernetes executor: claim %s/%s is being deleted (record %s torn down?)", ns, name, rec.ID)
 		}
 		return nil
 	}
@@ -214,11 +262,11 @@ func (e *Executor) Setup(ctx context.Context, rec executor.Record) (executor.Env
 		return env, check(pvc)
 	}
 	if !apierrors.IsNotFound(err) {
-		return executor.Environment{}, fmt.Errorf("kubernetes executor: get claim %s/%s: %w", e.ns, name, err)
+		return executor.Environment{}, fmt.Errorf("kubernetes executor: get claim %s/%s: %w", ns, name, err)
 	}
 	labels, annotations := metadata(rec)
 	pvc = &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.ns, Labels: labels, Annotations: annotations},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels, Annotations: annotations},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			AccessModes: []corev1.PersistentVolumeAccessMode{e.mode},
 			Resources: corev1.VolumeResourceRequirements{
@@ -236,30 +284,35 @@ func (e *Executor) Setup(ctx context.Context, rec executor.Record) (executor.Env
 				return env, check(again)
 			}
 		}
-		return executor.Environment{}, fmt.Errorf("kubernetes executor: create claim %s/%s: %w", e.ns, name, err)
+		return executor.Environment{}, fmt.Errorf("kubernetes executor: create claim %s/%s: %w", ns, name, err)
 	}
 	return env, check(created)
 }
 
-// Teardown deletes the record's pods (running or not) and workspace claim. What does
-// not exist is skipped; the other deletions are tried even when one fails.
+// Teardown deletes the record's pods (running or not) and workspace claim, in the
+// record's namespace. What does not exist is skipped; the other deletions are tried
+// even when one fails.
 func (e *Executor) Teardown(ctx context.Context, rec executor.Record) error {
 	if err := checkRecord(rec.ID); err != nil {
 		return err
 	}
+	ns, err := e.namespace(rec)
+	if err != nil {
+		return err
+	}
 	sel := metav1.ListOptions{LabelSelector: recordSelector(rec.ID)}
 	var errs []error
-	pods, err := e.cli.CoreV1().Pods(e.ns).List(ctx, sel)
+	pods, err := e.cli.CoreV1().Pods(ns).List(ctx, sel)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("list pods: %w", err))
 	} else {
 		for _, p := range pods.Items {
-			if err := e.deletePod(ctx, p.Name, p.UID); err != nil {
+			if err := e.deletePod(ctx, ns, p.Name, p.UID); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
-	claims := e.cli.CoreV1().PersistentVolumeClaims(e.ns)
+	claims := e.cli.CoreV1().PersistentVolumeClaims(ns)
 	names := []string{WorkspaceClaimName(rec.ID)}
 	if list, err := claims.List(ctx, sel); err != nil {
 		errs = append(errs, fmt.Errorf("list claims: %w", err))
@@ -276,37 +329,41 @@ func (e *Executor) Teardown(ctx context.Context, rec executor.Record) error {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("kubernetes executor: teardown of record %s in namespace %s: %w", rec.ID, e.ns, err)
+		return fmt.Errorf("kubernetes executor: teardown of record %s in namespace %s: %w", rec.ID, ns, err)
 	}
 	return nil
 }
 
 var _ executor.Lister = (*Executor)(nil)
 
-// List returns the step pods (running or not) and workspace claims in the namespace
-// that carry Cyclone's record labels, whichever worker made them. Records and stages
-// are reported with their exact values (from the annotations).
+// List returns the step pods (running or not) and workspace claims that carry
+// Cyclone's record labels, whichever worker made them, in the default namespace and
+// in the others this executor has used (see the package documentation). Records and
+// stages are reported with their exact values (from the annotations), each record with
+// its namespace, where Teardown finds it again.
 func (e *Executor) List(ctx context.Context) ([]executor.Instance, error) {
 	opts := metav1.ListOptions{LabelSelector: executor.LabelManaged + "=true"}
-	pods, err := e.cli.CoreV1().Pods(e.ns).List(ctx, opts)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes executor: list pods in %s: %w", e.ns, err)
-	}
-	claims, err := e.cli.CoreV1().PersistentVolumeClaims(e.ns).List(ctx, opts)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes executor: list claims in %s: %w", e.ns, err)
-	}
-	out := make([]executor.Instance, 0, len(pods.Items)+len(claims.Items))
-	for _, p := range pods.Items {
-		out = append(out, executor.Instance{
-			Kind: executor.KindPod, Name: p.Name, Record: recordOf(p.ObjectMeta), Stage: exact(p.ObjectMeta, executor.LabelStage),
-			State: string(p.Status.Phase), Running: p.Status.Phase == corev1.PodRunning, Created: p.CreationTimestamp.UTC(),
-		})
-	}
-	for _, c := range claims.Items {
-		out = append(out, executor.Instance{
-			Kind: executor.KindVolume, Name: c.Name, Record: recordOf(c.ObjectMeta), Created: c.CreationTimestamp.UTC(),
-		})
+	var out []executor.Instance
+	for _, ns := range e.namespaces() {
+		pods, err := e.cli.CoreV1().Pods(ns).List(ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes executor: list pods in %s: %w", ns, err)
+		}
+		claims, err := e.cli.CoreV1().PersistentVolumeClaims(ns).List(ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes executor: list claims in %s: %w", ns, err)
+		}
+		for _, p := range pods.Items {
+			out = append(out, executor.Instance{
+				Kind: executor.KindPod, Name: p.Name, Record: recordOf(p.ObjectMeta), Stage: exact(p.ObjectMeta, executor.LabelStage),
+				State: string(p.Status.Phase), Running: p.Status.Phase == corev1.PodRunning, Created: p.CreationTimestamp.UTC(),
+			})
+		}
+		for _, c := range claims.Items {
+			out = append(out, executor.Instance{
+				Kind: executor.KindVolume, Name: c.Name, Record: recordOf(c.ObjectMeta), Created: c.CreationTimestamp.UTC(),
+			})
+		}
 	}
 	return out, nil
 }
@@ -321,7 +378,10 @@ func exact(m metav1.ObjectMeta, key string) string {
 }
 
 func recordOf(m metav1.ObjectMeta) executor.Record {
-	return executor.Record{ID: exact(m, executor.LabelRecord), Project: exact(m, executor.LabelProject), Pipeline: exact(m, executor.LabelPipeline)}
+	return executor.Record{
+		ID: exact(m, executor.LabelRecord), Project: exact(m, executor.LabelProject), Pipeline: exact(m, executor.LabelPipeline),
+		Namespace: m.Namespace,
+	}
 }
 
 // workingDir is the container path of a step's WorkDir, which must stay inside the
@@ -356,8 +416,8 @@ func stepEnv(env []string) []corev1.EnvVar {
 	return append(out, corev1.EnvVar{Name: "WORKSPACE", Value: executor.WorkspaceMount})
 }
 
-// stepPod is the pod running step.
-func (e *Executor) stepPod(name string, rec executor.Record, step executor.Step, wd string, res corev1.ResourceRequirements) *corev1.Pod {
+// stepPod is the pod running step, in namespace ns.
+func (e *Executor) stepPod(ns, name string, rec executor.Record, step executor.Step, wd string, res corev1.ResourceRequirements) *corev1.Pod {
 	labels, annotations := metadata(rec)
 	labels[executor.LabelStage] = labelValue(step.Stage)
 	annotations[executor.LabelStage] = step.Stage
@@ -369,7 +429,7 @@ func (e *Executor) stepPod(name string, rec executor.Record, step executor.Step,
 	}
 	no := false
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.ns, Labels: labels, Annotations: annotations},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels, Annotations: annotations},
 		Spec: corev1.PodSpec{
 			RestartPolicy:                corev1.RestartPolicyNever,
 			ServiceAccountName:           e.sa,
@@ -407,8 +467,8 @@ func (e *Executor) stepPod(name string, rec executor.Record, step executor.Step,
 	return pod
 }
 
-// Run runs the step in a new pod and copies its log to out. The pod is deleted before
-// Run returns.
+// Run runs the step in a new pod, in the namespace of env's record, and copies its
+// log to out. The pod is deleted before Run returns.
 func (e *Executor) Run(ctx context.Context, env executor.Environment, step executor.Step, out io.Writer) (executor.Result, error) {
 	fail := func(format string, a ...any) (executor.Result, error) {
 		return executor.Result{}, fmt.Errorf("kubernetes executor: step %q: "+format, append([]any{step.Name}, a...)...)
@@ -417,6 +477,10 @@ func (e *Executor) Run(ctx context.Context, env executor.Environment, step execu
 		return executor.Result{}, errors.New("kubernetes executor: step has no name")
 	}
 	if err := checkRecord(env.Record.ID); err != nil {
+		return executor.Result{}, err
+	}
+	ns, err := e.namespace(env.Record)
+	if err != nil {
 		return executor.Result{}, err
 	}
 	if len(step.Command) == 0 || step.Command[0] == "" {
@@ -440,11 +504,11 @@ func (e *Executor) Run(ctx context.Context, env executor.Environment, step execu
 	if out == nil {
 		out = io.Discard
 	}
-	pods := e.cli.CoreV1().Pods(e.ns)
+	pods := e.cli.CoreV1().Pods(ns)
 	name := StepPodName(env.Record.ID, step.Name)
 
 	// A pod of the same name is a leftover of a crashed attempt.
-	if err := e.deletePodAndWait(ctx, name); err != nil {
+	if err := e.deletePodAndWait(ctx, ns, name); err != nil {
 		if ctx.Err() != nil {
 			return fail("cancelled: %w", ctx.Err())
 		}
@@ -455,19 +519,19 @@ func (e *Executor) Run(ctx context.Context, env executor.Environment, step execu
 	cleanup := func(uid types.UID) {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
-		_ = e.deletePod(cctx, name, uid)
+		_ = e.deletePod(cctx, ns, name, uid)
 	}
-	created, err := pods.Create(ctx, e.stepPod(name, env.Record, step, wd, res), metav1.CreateOptions{})
+	created, err := pods.Create(ctx, e.stepPod(ns, name, env.Record, step, wd, res), metav1.CreateOptions{})
 	if err != nil {
 		if ctx.Err() != nil {
 			cleanup("")
 			return fail("cancelled: %w", ctx.Err())
 		}
-		return fail("create pod %s/%s: %w", e.ns, name, err)
+		return fail("create pod %s/%s: %w", ns, name, err)
 	}
 	defer cleanup(created.UID)
 
-	state, err := e.waitStarted(ctx, name, created.UID)
+	state, err := e.waitStarted(ctx, ns, name, created.UID)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fail("cancelled: %w", ctx.Err())
@@ -481,13 +545,13 @@ func (e *Executor) Run(ctx context.Context, env executor.Environment, step execu
 			return executor.Result{ExitCode: code}, nil
 		}
 	}
-	if err := e.followLog(ctx, name, out); err != nil {
+	if err := e.followLog(ctx, ns, name, out); err != nil {
 		if ctx.Err() != nil {
 			return fail("cancelled: %w", ctx.Err())
 		}
 		return fail("%w", err)
 	}
-	t, err := e.waitTerminated(ctx, name, created.UID)
+	t, err := e.waitTerminated(ctx, ns, name, created.UID)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fail("cancelled: %w", ctx.Err())
@@ -497,36 +561,36 @@ func (e *Executor) Run(ctx context.Context, env executor.Environment, step execu
 	return executor.Result{ExitCode: int(t.ExitCode)}, nil
 }
 
-// deletePod deletes a pod, if it is still the one of uid ("": any).
-func (e *Executor) deletePod(ctx context.Context, name string, uid types.UID) error {
+// deletePod deletes the pod ns/name, if it is still the one of uid ("": any).
+func (e *Executor) deletePod(ctx context.Context, ns, name string, uid types.UID) error {
 	grace := deleteGracePeriod
 	bg := metav1.DeletePropagationBackground
 	opts := metav1.DeleteOptions{GracePeriodSeconds: &grace, PropagationPolicy: &bg}
 	if uid != "" {
 		opts.Preconditions = &metav1.Preconditions{UID: &uid}
 	}
-	err := e.cli.CoreV1().Pods(e.ns).Delete(ctx, name, opts)
+	err := e.cli.CoreV1().Pods(ns).Delete(ctx, name, opts)
 	switch {
 	case err == nil, apierrors.IsNotFound(err):
 		return nil
 	case uid != "" && apierrors.IsConflict(err): // already replaced by another pod of that name
 		return nil
 	}
-	return fmt.Errorf("delete pod %s/%s: %w", e.ns, name, err)
+	return fmt.Errorf("delete pod %s/%s: %w", ns, name, err)
 }
 
-// deletePodAndWait deletes the pod name if it exists and waits until it is gone, so
-// that a pod of that name can be created again.
-func (e *Executor) deletePodAndWait(ctx context.Context, name string) error {
-	pods := e.cli.CoreV1().Pods(e.ns)
+// deletePodAndWait deletes the pod ns/name if it exists and waits until it is gone,
+// so that a pod of that name can be created again.
+func (e *Executor) deletePodAndWait(ctx context.Context, ns, name string) error {
+	pods := e.cli.CoreV1().Pods(ns)
 	p, err := pods.Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("get pod %s/%s: %w", e.ns, name, err)
+		return fmt.Errorf("get pod %s/%s: %w", ns, name, err)
 	}
-	if err := e.deletePod(ctx, name, p.UID); err != nil {
+	if err := e.deletePod(ctx, ns, name, p.UID); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(cleanupTimeout + time.Duration(deleteGracePeriod)*time.Second)
@@ -536,9 +600,9 @@ func (e *Executor) deletePodAndWait(ctx context.Context, name string) error {
 		case apierrors.IsNotFound(err):
 			return nil
 		case err != nil:
-			return fmt.Errorf("get pod %s/%s: %w", e.ns, name, err)
+			return fmt.Errorf("get pod %s/%s: %w", ns, name, err)
 		case time.Now().After(deadline):
-			return fmt.Errorf("pod %s/%s still there after it was deleted", e.ns, name)
+			return fmt.Errorf("pod %s/%s still there after it was deleted", ns, name)
 		}
 		if err := e.sleep(ctx); err != nil {
 			return err
@@ -559,13 +623,13 @@ func (e *Executor) sleep(ctx context.Context) error {
 
 // getStep returns the pod and the state of its step container, checking that the pod
 // is still the one Run created.
-func (e *Executor) getStep(ctx context.Context, name string, uid types.UID) (*corev1.Pod, corev1.ContainerState, error) {
-	p, err := e.cli.CoreV1().Pods(e.ns).Get(ctx, name, metav1.GetOptions{})
+func (e *Executor) getStep(ctx context.Context, ns, name string, uid types.UID) (*corev1.Pod, corev1.ContainerState, error) {
+	p, err := e.cli.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) || (err == nil && p.UID != uid) {
-		return nil, corev1.ContainerState{}, fmt.Errorf("pod %s/%s was deleted by someone else (record torn down?)", e.ns, name)
+		return nil, corev1.ContainerState{}, fmt.Errorf("pod %s/%s was deleted by someone else (record torn down?)", ns, name)
 	}
 	if err != nil {
-		return nil, corev1.ContainerState{}, fmt.Errorf("get pod %s/%s: %w", e.ns, name, err)
+		return nil, corev1.ContainerState{}, fmt.Errorf("get pod %s/%s: %w", ns, name, err)
 	}
 	for _, s := range p.Status.ContainerStatuses {
 		if s.Name == containerName {
@@ -591,11 +655,11 @@ var fatalWaiting = map[string]bool{
 }
 
 // waitStarted waits until the step's container runs or has terminated.
-func (e *Executor) waitStarted(ctx context.Context, name string, uid types.UID) (corev1.ContainerState, error) {
+func (e *Executor) waitStarted(ctx context.Context, ns, name string, uid types.UID) (corev1.ContainerState, error) {
 	deadline := time.Now().Add(e.startWait)
 	why := "not scheduled yet"
 	for {
-		p, state, err := e.getStep(ctx, name, uid)
+		p, state, err := e.getStep(ctx, ns, name, uid)
 		if err != nil {
 			return corev1.ContainerState{}, err
 		}
@@ -605,15 +669,15 @@ func (e *Executor) waitStarted(ctx context.Context, name string, uid types.UID) 
 		if w := state.Waiting; w != nil {
 			if imageFault[w.Reason] {
 				// The step's image cannot be had: the pipeline's fault.
-				return corev1.ContainerState{}, executor.Failed("pod %s/%s cannot start: %s: %s", e.ns, name, w.Reason, w.Message)
+				return corev1.ContainerState{}, executor.Failed("pod %s/%s cannot start: %s: %s", ns, name, w.Reason, w.Message)
 			}
 			if fatalWaiting[w.Reason] {
-				return corev1.ContainerState{}, fmt.Errorf("pod %s/%s cannot start: %s: %s", e.ns, name, w.Reason, w.Message)
+				return corev1.ContainerState{}, fmt.Errorf("pod %s/%s cannot start: %s: %s", ns, name, w.Reason, w.Message)
 			}
 			why = w.Reason + ": " + w.Message
 		}
 		if p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
-			return corev1.ContainerState{}, fmt.Errorf("pod %s/%s ended without running its step: %s %s", e.ns, name, p.Status.Reason, p.Status.Message)
+			return corev1.ContainerState{}, fmt.Errorf("pod %s/%s ended without running its step: %s %s", ns, name, p.Status.Reason, p.Status.Message)
 		}
 		for _, c := range p.Status.Conditions {
 			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
@@ -621,7 +685,7 @@ func (e *Executor) waitStarted(ctx context.Context, name string, uid types.UID) 
 			}
 		}
 		if time.Now().After(deadline) {
-			return corev1.ContainerState{}, fmt.Errorf("pod %s/%s not started after %s (%s)", e.ns, name, e.startWait, why)
+			return corev1.ContainerState{}, fmt.Errorf("pod %s/%s not started after %s (%s)", ns, name, e.startWait, why)
 		}
 		if err := e.sleep(ctx); err != nil {
 			return corev1.ContainerState{}, err
@@ -630,9 +694,9 @@ func (e *Executor) waitStarted(ctx context.Context, name string, uid types.UID) 
 }
 
 // waitTerminated waits until the step's container has terminated.
-func (e *Executor) waitTerminated(ctx context.Context, name string, uid types.UID) (*corev1.ContainerStateTerminated, error) {
+func (e *Executor) waitTerminated(ctx context.Context, ns, name string, uid types.UID) (*corev1.ContainerStateTerminated, error) {
 	for {
-		p, state, err := e.getStep(ctx, name, uid)
+		p, state, err := e.getStep(ctx, ns, name, uid)
 		if err != nil {
 			return nil, err
 		}
@@ -640,7 +704,7 @@ func (e *Executor) waitTerminated(ctx context.Context, name string, uid types.UI
 			return state.Terminated, nil
 		}
 		if state.Running == nil && (p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded) {
-			return nil, fmt.Errorf("pod %s/%s ended without a step exit code: %s %s", e.ns, name, p.Status.Reason, p.Status.Message)
+			return nil, fmt.Errorf("pod %s/%s ended without a step exit code: %s %s", ns, name, p.Status.Reason, p.Status.Message)
 		}
 		if err := e.sleep(ctx); err != nil {
 			return nil, err
@@ -655,12 +719,12 @@ const maxLogReconnects = 5
 // kubelet ends a followed log cleanly when the container terminates; a stream that
 // breaks instead is followed again from the time it broke (at the API's one-second
 // precision, so a line may repeat).
-func (e *Executor) followLog(ctx context.Context, name string, out io.Writer) error {
+func (e *Executor) followLog(ctx context.Context, ns, name string, out io.Writer) error {
 	opts := &corev1.PodLogOptions{Container: containerName, Follow: true}
 	for attempt := 0; ; attempt++ {
-		rc, err := e.cli.CoreV1().Pods(e.ns).GetLogs(name, opts).Stream(ctx)
+		rc, err := e.cli.CoreV1().Pods(ns).GetLogs(name, opts).Stream(ctx)
 		if err != nil {
-			return fmt.Errorf("follow log of pod %s/%s: %w", e.ns, name, err)
+			return fmt.Errorf("follow log of pod %s/%s: %w", ns, name, err)
 		}
 		_, err = io.Copy(out, rc)
 		broke := time.Now()

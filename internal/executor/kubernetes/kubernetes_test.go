@@ -93,9 +93,15 @@ func wait(t *testing.T, done <-chan runResult) runResult {
 // awaitPod waits for the pod of name to exist (and not be the one of oldUID).
 func (f *fixture) awaitPod(t *testing.T, name string, notUID string) *corev1.Pod {
 	t.Helper()
+	return f.awaitPodIn(t, ns, name, notUID)
+}
+
+// awaitPodIn is awaitPod in namespace namespace.
+func (f *fixture) awaitPodIn(t *testing.T, namespace, name string, notUID string) *corev1.Pod {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		p, err := f.cli.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+		p, err := f.cli.CoreV1().Pods(namespace).Get(context.Background(), name, metav1.GetOptions{})
 		if err == nil && (notUID == "" || string(p.UID) != notUID) {
 			return p
 		}
@@ -112,13 +118,19 @@ func (f *fixture) awaitPod(t *testing.T, name string, notUID string) *corev1.Pod
 // setState plays the kubelet: it writes the step container's state into the pod.
 func (f *fixture) setState(t *testing.T, name string, phase corev1.PodPhase, state corev1.ContainerState) {
 	t.Helper()
-	p, err := f.cli.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+	f.setStateIn(t, ns, name, phase, state)
+}
+
+// setStateIn is setState in namespace namespace.
+func (f *fixture) setStateIn(t *testing.T, namespace, name string, phase corev1.PodPhase, state corev1.ContainerState) {
+	t.Helper()
+	p, err := f.cli.CoreV1().Pods(namespace).Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("get pod: %v", err)
 	}
 	p.Status.Phase = phase
 	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "step", State: state}}
-	if _, err := f.cli.CoreV1().Pods(ns).UpdateStatus(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+	if _, err := f.cli.CoreV1().Pods(namespace).UpdateStatus(context.Background(), p, metav1.UpdateOptions{}); err != nil {
 		t.Fatalf("update pod status: %v", err)
 	}
 }
@@ -616,10 +628,13 @@ func TestList(t *testing.T) {
 		gotInst = append(gotInst, inst{i.Kind, i.Name, i.Record, i.Stage, i.State, i.Running})
 	}
 	slices.SortFunc(gotInst, func(a, b inst) int { return strings.Compare(a.Kind+a.Name, b.Kind+b.Name) })
+	// Each record comes back with the namespace it is in.
+	oddIn, recIn := odd, rec
+	oddIn.Namespace, recIn.Namespace = ns, ns
 	want := []inst{
-		{executor.KindPod, name, odd, "Build stage", "Running", true},
-		{executor.KindVolume, kubernetes.WorkspaceClaimName(odd.ID), odd, "", "", false},
-		{executor.KindVolume, kubernetes.WorkspaceClaimName(rec.ID), rec, "", "", false},
+		{executor.KindPod, name, oddIn, "Build stage", "Running", true},
+		{executor.KindVolume, kubernetes.WorkspaceClaimName(odd.ID), oddIn, "", "", false},
+		{executor.KindVolume, kubernetes.WorkspaceClaimName(rec.ID), recIn, "", "", false},
 	}
 	slices.SortFunc(want, func(a, b inst) int { return strings.Compare(a.Kind+a.Name, b.Kind+b.Name) })
 	if !reflect.DeepEqual(gotInst, want) {
@@ -634,7 +649,7 @@ func TestList(t *testing.T) {
 		t.Errorf("Run of a torn-down record = %+v, want an error", r.res)
 	}
 	got, _ = f.e.List(context.Background())
-	if len(got) != 1 || got[0].Record != rec || got[0].Kind != executor.KindVolume {
+	if len(got) != 1 || got[0].Record != recIn || got[0].Kind != executor.KindVolume {
 		t.Errorf("List after Teardown = %+v, want only the claim of %s", got, rec.ID)
 	}
 }
@@ -677,6 +692,7 @@ func TestNewChecksConfig(t *testing.T) {
 		want string
 	}{
 		{"no namespace", kubernetes.Config{Client: fake.NewClientset()}, "namespace"},
+		{"invalid namespace", kubernetes.Config{Client: fake.NewClientset(), Namespace: "Team_A"}, "namespace"},
 		{"no client", kubernetes.Config{Namespace: ns}, "client"},
 		{"pull policy", kubernetes.Config{Client: fake.NewClientset(), Namespace: ns, ImagePullPolicy: "Sometimes"}, "pull policy"},
 		{"size", kubernetes.Config{Client: fake.NewClientset(), Namespace: ns, WorkspaceSize: "big"}, "workspace size"},
