@@ -57,7 +57,7 @@ type serverCmd struct {
 	mongoFlags    `embed:""`
 	Listen        string `help:"API listen address." default:":8080"`
 	SecretKey     string `help:"Key encrypting secrets at rest: 32 bytes as 64 hex digits or base64. Required."`
-	KeepRecords   int64  `help:"Finished records kept per pipeline; older ones are deleted with their logs (0: keep all)." default:"50"`
+	KeepRecords   int64  `help:"Records kept per pipeline, newest first; older finished ones are deleted with their logs but stay counted in stats. Pending and Running records are never deleted and count among the kept (0: keep all)." default:"50"`
 	AdminToken    string `help:"Admin API token: every /api/v1 route needs it or a token made with it at /api/v1/tokens. Required unless --no-auth."`
 	NoAuth        bool   `help:"Serve the API without authentication (only behind something that authenticates)."`
 	PublicURL     string `help:"The API's URL as GitHub and GitLab reach it, for the webhooks registered there (default: http://<listen address>)."`
@@ -82,7 +82,7 @@ type devCmd struct {
 	UIAddress       string `help:"Temporal Web UI address (empty: no UI)." default:"127.0.0.1:8233"`
 	MongoAddress    string `help:"Embedded MongoDB-compatible server address." default:"127.0.0.1:27018"`
 	TaskQueue       string `help:"Temporal task queue of record workflows." default:"cyclone"`
-	KeepRecords     int64  `help:"Finished records kept per pipeline; older ones are deleted with their logs (0: keep all)." default:"50"`
+	KeepRecords     int64  `help:"Records kept per pipeline, newest first; older finished ones are deleted with their logs but stay counted in stats. Pending and Running records are never deleted and count among the kept (0: keep all)." default:"50"`
 	AdminToken      string `help:"Admin API token (default: generated once and kept in the data dir)."`
 	PublicURL       string `help:"The API's URL as GitHub and GitLab reach it, for the webhooks registered there (default: http://<listen address>)."`
 	workerFlags     `embed:""`

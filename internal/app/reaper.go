@@ -11,8 +11,8 @@ import (
 
 // StartReaper reclaims, in the background until ctx ends, the containers, networks
 // and volumes that finished records left on ex's backend (when ex can list them) and
-// the capacity-queue places they still hold, within reaper.DefaultInterval +
-// reaper.DefaultGrace of their end.
+// the capacity-queue places they still hold, within reaper.ReclaimWithin (under a
+// minute) of their end.
 func StartReaper(ctx context.Context, st *store.Store, ex executor.Executor, logger *slog.Logger) {
 	r := &reaper.Reaper{Store: st, Logger: logger}
 	if b, ok := ex.(reaper.Backend); ok {

@@ -45,6 +45,13 @@ const (
 	DefaultGoneGrace = 10 * time.Minute
 )
 
+// ReclaimWithin bounds, with the defaults, how long after a record ended what it
+// left behind stays: a resource is reaped at the first pass (every
+// DefaultInterval) that finds its record finished and the resource older than
+// DefaultGrace. It is at most a minute (tested), plus the time a teardown takes.
+// Leftovers of records the store does not know wait DefaultGoneGrace instead.
+const ReclaimWithin = DefaultInterval + DefaultGrace
+
 // Reaper reclaims the resources of finished records.
 type Reaper struct {
 	Store Store

@@ -10,6 +10,7 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 
+	"github.com/cycloneci/cyclone/internal/app"
 	"github.com/cycloneci/cyclone/internal/executor"
 	"github.com/cycloneci/cyclone/internal/executor/docker"
 	"github.com/cycloneci/cyclone/internal/model"
@@ -151,5 +152,65 @@ func TestReaperFreesQueuePlaces(t *testing.T) {
 	}
 	if len(slots) != 1 || slots[0].RecordID != "q-waiting" {
 		t.Fatalf("slots after reaping: %+v", slots)
+	}
+}
+
+// TestReclaimWithinAMinute: with its defaults the reaper reclaims a finished
+// record's leftovers within a minute of its end, as issue 8 asks.
+func TestReclaimWithinAMinute(t *testing.T) {
+	if reaper.ReclaimWithin != reaper.DefaultInterval+reaper.DefaultGrace {
+		t.Fatalf("ReclaimWithin = %v, not the default interval %v plus the default grace %v",
+			reaper.ReclaimWithin, reaper.DefaultInterval, reaper.DefaultGrace)
+	}
+	if reaper.ReclaimWithin > time.Minute {
+		t.Fatalf("leftovers may stay %v after their record ended, over a minute", reaper.ReclaimWithin)
+	}
+}
+
+// TestReaperLoopReclaimsOrphans runs the reaper as the servers start it
+// (app.StartReaper, default interval and grace) against real Docker: the container,
+// network and volume of a record aborted while they ran are gone within
+// ReclaimWithin (plus the teardown), a running record's stay.
+func TestReaperLoopReclaimsOrphans(t *testing.T) {
+	cli := testimage.RequireDocker(t)
+	image := testimage.Busybox(t, cli)
+	env := testenv.Start(t, testenv.Options{NoWorker: true})
+	ex := docker.New(cli, t.TempDir())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	suffix := time.Now().Format("150405.000000")
+
+	aborted := executor.Record{ID: "loop-aborted-" + suffix, Project: "demo", Pipeline: "reap"}
+	running := executor.Record{ID: "loop-running-" + suffix, Project: "demo", Pipeline: "reap"}
+	for _, rec := range []executor.Record{aborted, running} {
+		if err := env.Store.CreateRecord(ctx, &model.Record{ID: rec.ID, ProjectID: "p", PipelineID: "pl",
+			Status: model.StatusRunning, StageStatus: &model.StageStatus{}, WorkflowID: rec.ID}); err != nil {
+			t.Fatal(err)
+		}
+		orphan(t, cli, ex, image, rec)
+	}
+	// The record is aborted (its workflow terminated) while its container runs.
+	if err := env.Store.FinishRecord(ctx, aborted.ID, model.StatusAborted, "terminated", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	ended := time.Now()
+	app.StartReaper(ctx, env.Store, ex, testenv.Logger())
+
+	const teardown = 15 * time.Second // removing a container, its network and volume
+	deadline := ended.Add(reaper.ReclaimWithin + teardown)
+	for {
+		c, n, v := exists(t, cli, aborted.ID)
+		if !c && !n && !v {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%v after the record ended: container %v, network %v, volume %v still there",
+				time.Since(ended).Round(time.Second), c, n, v)
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("reclaimed %v after the record ended", time.Since(ended).Round(time.Second))
+	if c, n, v := exists(t, cli, running.ID); !c || !n || !v {
+		t.Fatalf("the running record lost its container %v, network %v or volume %v", c, n, v)
 	}
 }

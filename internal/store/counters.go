@@ -38,8 +38,9 @@ import (
 // Consistency is best effort, without transactions: the record is written first and
 // its counters next, so a crash (or a failed counter write) in between leaves the
 // record uncounted, or counted at its previous level, until RebuildDerived recounts
-// everything from the records, which are the truth. A record changed while a rebuild
-// runs may be counted twice or not at all until the next rebuild.
+// everything from the records and the rotated records' tombstones (rotate.go), which
+// are the truth. A record changed while a rebuild runs may be counted twice or not at
+// all until the next rebuild.
 
 // Counter scopes: the kinds of counter documents.
 const (
@@ -364,7 +365,11 @@ func (s *Store) readCounters(ctx context.Context, scope counterScope, firstDay, 
 // dropPipelineCounts deletes a deleted pipeline's counters and takes them out of
 // its project's. Each document is taken (found and deleted at once) before its
 // counts leave the project's, so concurrent or repeated drops take them out once.
+// The pipeline's rotated records (tombstones) go the same way.
 func (s *Store) dropPipelineCounts(ctx context.Context, pipelineID string) error {
+	if err := s.dropPipelineTombstones(ctx, pipelineID); err != nil {
+		return err
+	}
 	filter := bson.D{{Key: "scope", Value: scopePipeline}, {Key: "pipelineID", Value: pipelineID}}
 	cur, err := s.recordCounts().Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}))
 	if err != nil {
@@ -398,8 +403,12 @@ func (s *Store) dropPipelineCounts(ctx context.Context, pipelineID string) error
 	return nil
 }
 
-// dropProjectCounts deletes a deleted project's counters and its pipelines'.
+// dropProjectCounts deletes a deleted project's counters and its pipelines', and
+// their rotated records (tombstones).
 func (s *Store) dropProjectCounts(ctx context.Context, projectID string) error {
+	if err := s.dropProjectTombstones(ctx, projectID); err != nil {
+		return err
+	}
 	if _, err := s.recordCounts().DeleteMany(ctx, bson.D{{Key: "projectID", Value: projectID}}); err != nil {
 		return fmt.Errorf("delete the counters of project %s: %w", projectID, err)
 	}
@@ -423,6 +432,10 @@ func (s *Store) rebuildCounts(ctx context.Context) error {
 		var c counts
 		c.add(levelOf(g.ID.Status), g.ID.Status, g.N)
 		set.add(&model.Record{ProjectID: g.ID.ProjectID, PipelineID: g.ID.PipelineID, StartBucket: g.ID.Bucket}, c)
+	}
+	// Rotated records are no longer records, but they stay counted.
+	if err := s.countTombstones(ctx, set); err != nil {
+		return err
 	}
 	err = s.writeCounters(ctx, set, func(d *counterDoc) error {
 		_, err := s.recordCounts().ReplaceOne(ctx, bson.D{{Key: "_id", Value: d.ID}}, d, options.Replace().SetUpsert(true))

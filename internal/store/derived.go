@@ -15,8 +15,9 @@ import (
 const derivedMarker = "records.derived.v3"
 
 // RebuildDerived recomputes all data derived from the records (day counters,
-// pipeline cards, pipeline directories) from the records and pipelines themselves.
-// It reads every record. The store runs it once per database, when it first opens
+// pipeline cards, pipeline directories) from the records and pipelines themselves,
+// and from the tombstones of rotated records (rotate.go), which stay counted. It
+// reads every record. The store runs it once per database, when it first opens
 // one written without (or with an older layout of) the derived data; it is also
 // what would repair counts a crash left behind, but no command runs it on demand
 // yet.

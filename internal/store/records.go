@@ -69,22 +69,35 @@ func (s *Store) ListUnfinishedRecords(ctx context.Context, after, before time.Ti
 	return items, err
 }
 
-// DeleteRecord deletes one record with its logs and its part of the derived data.
+// DeleteRecord deletes one record on request, with its logs and its part of the
+// derived data: it leaves the stats too, unlike a record rotated out (see
+// RotateRecords), which stays counted.
 func (s *Store) DeleteRecord(ctx context.Context, id string) error {
 	if err := s.deleteLogs(ctx, "recordID", id); err != nil {
 		return err
 	}
-	var gone model.Record
-	err := s.records.FindOneAndDelete(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&gone)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return ErrNotFound
-	}
+	gone, err := s.takeRecord(ctx, id)
 	if err != nil {
 		return err
 	}
 	return errors.Join(
-		s.countRecord(ctx, &gone, gone.CountedLevel, countedNothing),
-		s.forgetRecent(ctx, &gone))
+		s.countRecord(ctx, gone, gone.CountedLevel, countedNothing),
+		s.forgetRecent(ctx, gone))
+}
+
+// takeRecord deletes record id and returns it as it was. The logs a stage writes
+// after that are watched for (DeleteOrphanLogs).
+func (s *Store) takeRecord(ctx context.Context, id string) (*model.Record, error) {
+	var gone model.Record
+	err := s.records.FindOneAndDelete(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&gone)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.rotation.noteDeleted(id, now())
+	return &gone, nil
 }
 
 // SetRecordRunning marks a record Running and, when name is not empty, names it.

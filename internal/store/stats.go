@@ -70,7 +70,8 @@ func StatsDays(from, to time.Time, loc *time.Location) int {
 // RecordStats counts the selected records per local day, one entry for every day
 // the range touches, days without records included, oldest first. It reads the day
 // counters of the UTC days the range touches, by _id; a range edge inside a bucket
-// (From or To not on a 15-minute edge) has that bucket counted from its records.
+// (From or To not on a 15-minute edge) has that bucket counted from its records and
+// from the tombstones of the records rotated out of it.
 func (s *Store) RecordStats(ctx context.Context, q StatsQuery) ([]DayStats, error) {
 	t, scope, err := newStatsTally(q)
 	if err != nil || len(t.days) == 0 {
@@ -108,6 +109,9 @@ func (s *Store) RecordStats(ctx context.Context, q StatsQuery) ([]DayStats, erro
 			{Key: "startTime", Value: bson.D{{Key: "$gte", Value: q.From}, {Key: "$lt", Value: q.To}}},
 		}
 		if err := s.tallyRecords(ctx, t, match); err != nil {
+			return nil, err
+		}
+		if err := s.tallyRotated(ctx, t, scope, edges, q.From, q.To); err != nil {
 			return nil, err
 		}
 	}

@@ -42,6 +42,8 @@ type Store struct {
 	logs      *mongo.Collection
 	// scans says, once asked, whether the server is FerretDB (see scansQueries).
 	scans onceBool
+	// rotation is what record rotation remembers between passes (rotate.go).
+	rotation rotationState
 }
 
 // Open connects to MongoDB at uri, uses database dbName and makes sure the indexes
