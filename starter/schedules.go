@@ -64,7 +64,11 @@ func defaultRef(p *model.Pipeline) string {
 
 // scheduleInput is what a cron's schedule starts: a record whose ID and start time
 // the workflow takes from its own run (see workflows.PipelineRecord).
-func scheduleInput(project *model.Project, p *model.Pipeline, c model.Cron) activities.RecordInput {
+//
+// Like a record started from the API, it runs on the project's cloud, in its
+// namespace (cloud is the project's cloud object, nil when unknown) and with its
+// worker quota, as they are when the schedule is written.
+func scheduleInput(project *model.Project, p *model.Pipeline, c model.Cron, cloud *model.Cloud) activities.RecordInput {
 	params := model.PerformParams{Ref: defaultRef(p), Stages: c.Stages}
 	return activities.RecordInput{
 		ProjectID:    project.ID,
@@ -76,6 +80,9 @@ func scheduleInput(project *model.Project, p *model.Pipeline, c model.Cron) acti
 		Stages:       orderedStages(c.Stages, p.Build.Stages),
 		Build:        p.Build,
 		StageTimeout: p.StageTimeout(),
+		Quota:        workerQuota(project),
+		Cloud:        projectCloud(project),
+		Namespace:    recordNamespace(project, cloud),
 	}
 }
 
@@ -83,11 +90,11 @@ func scheduleInput(project *model.Project, p *model.Pipeline, c model.Cron) acti
 // workflow ID prefix (its schedule's ID), to which Temporal appends the scheduled
 // time: two crons firing the same minute start two records, while one cron's
 // action, retried or redelivered for the same time, starts one.
-func (s *Starter) scheduleAction(project *model.Project, p *model.Pipeline, i int, c model.Cron) *client.ScheduleWorkflowAction {
+func (s *Starter) scheduleAction(project *model.Project, p *model.Pipeline, i int, c model.Cron, cloud *model.Cloud) *client.ScheduleWorkflowAction {
 	a := &client.ScheduleWorkflowAction{
 		ID:        ScheduleID(p.ID, i),
 		Workflow:  workflows.RecordWorkflowName,
-		Args:      []any{scheduleInput(project, p, c)},
+		Args:      []any{scheduleInput(project, p, c, cloud)},
 		TaskQueue: s.TaskQueue,
 		Memo:      recordMemo(project, p, ""),
 	}
@@ -127,9 +134,16 @@ func overlapPolicy(c model.Cron) enumspb.ScheduleOverlapPolicy {
 // deleted. A cron Temporal refuses is a *CronError.
 func (s *Starter) SyncSchedules(ctx context.Context, project *model.Project, p *model.Pipeline, previous int) error {
 	sc := s.Client.ScheduleClient()
+	var cloud *model.Cloud
+	if len(crons(p)) > 0 {
+		var err error
+		if cloud, err = s.projectCloudObject(ctx, project); err != nil {
+			return err
+		}
+	}
 	for i, c := range crons(p) {
 		id := ScheduleID(p.ID, i)
-		action := s.scheduleAction(project, p, i, c)
+		action := s.scheduleAction(project, p, i, c, cloud)
 		spec := scheduleSpec(c)
 		h := sc.GetHandle(ctx, id)
 		_, err := h.Describe(ctx)

@@ -40,12 +40,30 @@ func TestScheduleActionPerCron(t *testing.T) {
 	s := &Starter{TaskQueue: DefaultTaskQueue}
 	project := &model.Project{ID: "p-1", Name: "proj"}
 	p := sourcePipeline(nil)
-	a0 := s.scheduleAction(project, p, 0, model.Cron{Expression: "0 2 * * *"})
-	a1 := s.scheduleAction(project, p, 1, model.Cron{Expression: "0 2 * * *"})
+	a0 := s.scheduleAction(project, p, 0, model.Cron{Expression: "0 2 * * *"}, nil)
+	a1 := s.scheduleAction(project, p, 1, model.Cron{Expression: "0 2 * * *"}, nil)
 	if a0.ID != ScheduleID(p.ID, 0) || a1.ID != ScheduleID(p.ID, 1) || a0.ID == a1.ID {
 		t.Fatalf("workflow IDs %q, %q; want one per cron", a0.ID, a1.ID)
 	}
 	if got := a0.Memo["recordsURL"]; got != "/api/v1/projects/proj/pipelines/pipe/records" {
 		t.Fatalf("memo %v", a0.Memo)
+	}
+}
+
+// A cron's record runs where the project's records run: on its cloud, in its
+// namespace (the cloud's when the project names none), with its worker quota.
+func TestScheduleInputRunsOnTheProjectsCloud(t *testing.T) {
+	cloud := &model.Cloud{Name: "k8s", Type: model.CloudKubernetes, Kubernetes: &model.KubernetesCloud{Namespace: "ci-builds"}}
+	project := &model.Project{ID: "p-1", Name: "proj", Worker: &model.WorkerConfig{
+		Location: &model.WorkerLocation{CloudName: "k8s"},
+		Quota:    map[string]string{"limits.cpu": "2"},
+	}}
+	in := scheduleInput(project, sourcePipeline(nil), model.Cron{Expression: "0 2 * * *"}, cloud)
+	if in.Cloud != "k8s" || in.Namespace != "ci-builds" || in.Quota["limits.cpu"] != "2" || in.Trigger != model.TriggerCron {
+		t.Fatalf("cron input on cloud %q, namespace %q, quota %v, trigger %q", in.Cloud, in.Namespace, in.Quota, in.Trigger)
+	}
+	project.Worker.Location.Namespace = "team-a"
+	if in := scheduleInput(project, sourcePipeline(nil), model.Cron{}, cloud); in.Namespace != "team-a" {
+		t.Fatalf("namespace %q, want the project's own", in.Namespace)
 	}
 }
