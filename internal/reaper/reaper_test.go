@@ -43,6 +43,33 @@ func orphan(t *testing.T, cli *client.Client, ex *docker.Executor, image string,
 	return c.ID
 }
 
+// onlyRecords is the Docker executor as the reaper sees it, listing only the given
+// records' resources: tests of other packages run at the same time on the same
+// engine, and their records, unknown to this test's store, must not be reaped.
+type onlyRecords struct {
+	*docker.Executor
+	ids map[string]bool
+}
+
+func mine(ex *docker.Executor, recs ...executor.Record) *onlyRecords {
+	ids := map[string]bool{}
+	for _, rec := range recs {
+		ids[rec.ID] = true
+	}
+	return &onlyRecords{Executor: ex, ids: ids}
+}
+
+func (o *onlyRecords) List(ctx context.Context) ([]executor.Instance, error) {
+	all, err := o.Executor.List(ctx)
+	var kept []executor.Instance
+	for _, in := range all {
+		if o.ids[in.Record.ID] {
+			kept = append(kept, in)
+		}
+	}
+	return kept, err
+}
+
 func exists(t *testing.T, cli *client.Client, recordID string) (containerOK, networkOK, volumeOK bool) {
 	t.Helper()
 	ctx := context.Background()
@@ -85,7 +112,7 @@ func TestReaperReclaimsOrphans(t *testing.T) {
 	}
 
 	// Within the grace period nothing is touched, even a finished record's.
-	r := &reaper.Reaper{Store: env.Store, Backend: ex, Logger: testenv.Logger(), Grace: time.Hour}
+	r := &reaper.Reaper{Store: env.Store, Backend: mine(ex, aborted, deleted, running), Logger: testenv.Logger(), Grace: time.Hour}
 	if got, err := r.Once(ctx); err != nil || len(got) != 0 {
 		t.Fatalf("reaped within the grace period: %v %v", got, err)
 	}
@@ -194,7 +221,7 @@ func TestReaperLoopReclaimsOrphans(t *testing.T) {
 		t.Fatal(err)
 	}
 	ended := time.Now()
-	app.StartReaper(ctx, env.Store, ex, testenv.Logger())
+	app.StartReaper(ctx, env.Store, mine(ex, aborted, running), testenv.Logger())
 
 	const teardown = 15 * time.Second // removing a container, its network and volume
 	deadline := ended.Add(reaper.ReclaimWithin + teardown)
