@@ -28,21 +28,58 @@ type Logs interface {
 	GetRecordByID(ctx context.Context, id string) (*model.Record, error)
 }
 
-// Websocket log stream settings.
+// LogStreamOptions tunes the websocket log stream; a zero field takes its default
+// (the Default* constants). Tests shorten them; production keeps the defaults.
+type LogStreamOptions struct {
+	// PingInterval paces keepalive pings: they keep idle connections open through
+	// proxies and find clients that are gone.
+	PingInterval time.Duration
+	// PongTimeout is how long a client may take to answer a ping before it is
+	// closed with StatusPolicyViolation "no pong".
+	PongTimeout time.Duration
+	// SlowClient is how long a client may accept nothing while lines wait for it
+	// before it is closed as too slow (it can reconnect at its offset).
+	SlowClient time.Duration
+}
+
+// Defaults of LogStreamOptions.
 const (
-	// logStreamQueue and logStreamQueueBytes bound the lines waiting for a
-	// websocket client.
-	logStreamQueue      = 1024
-	logStreamQueueBytes = 1 << 20
-	// logStreamSlow is how long a client may accept nothing while lines wait for
-	// it before it is closed as too slow (it can reconnect at its offset).
-	logStreamSlow = 5 * time.Second
-	// logStreamPing paces keepalive pings; a pong must come within logStreamPong.
-	logStreamPing = 20 * time.Second
-	logStreamPong = 15 * time.Second
+	DefaultLogStreamPing = 20 * time.Second
+	DefaultLogStreamPong = 15 * time.Second
+	DefaultLogStreamSlow = 5 * time.Second
 )
 
-var errClientTooSlow = errors.New("client too slow")
+func (o LogStreamOptions) withDefaults() LogStreamOptions {
+	if o.PingInterval <= 0 {
+		o.PingInterval = DefaultLogStreamPing
+	}
+	if o.PongTimeout <= 0 {
+		o.PongTimeout = DefaultLogStreamPong
+	}
+	if o.SlowClient <= 0 {
+		o.SlowClient = DefaultLogStreamSlow
+	}
+	return o
+}
+
+// logStreamQueue and logStreamQueueBytes bound the lines waiting for a websocket
+// client.
+const (
+	logStreamQueue      = 1024
+	logStreamQueueBytes = 1 << 20
+)
+
+// logRecordPoll paces the looks at a record while a stream waits for a multi-task
+// stage's task list or for another attempt of its tasks.
+const logRecordPoll = logs.DefaultDoneInterval
+
+var (
+	errClientTooSlow = errors.New("client too slow")
+	// errNoPong closes a client that did not answer a keepalive ping in time.
+	errNoPong = errors.New("no pong")
+	// errPartEnd stops the reading of one part of the log sequence.
+	errPartEnd = errors.New("end of log part")
+)
 
 // logQuery is what a log request asks for, checked against the record.
 type logQuery struct {
@@ -106,8 +143,9 @@ func (q *logQuery) stages() []string {
 }
 
 // getLogs answers the record's log as text/plain, copied chunk by chunk from the
-// store: with no stage, every stage the record performs in Cyclone order; for a
-// multi-task stage without task, the stage's own lines then each task's.
+// store, in the order of the log sequence (see logWalk): with no stage, every stage
+// the record performs in Cyclone order; a multi-task stage without task has its
+// tasks' lines between its start banner and the rest of its own lines.
 func (h *handlers) getLogs(c echo.Context) error {
 	q, err := h.logQuery(c)
 	if err != nil {
@@ -141,18 +179,15 @@ func (h *handlers) getLogs(c echo.Context) error {
 		}
 		return nil
 	}
-	for _, stage := range q.stages() {
-		for _, s := range q.streamsOf(stage, q.record) {
-			if _, err := h.logs.Copy(ctx, s, 0, emit); err != nil {
-				if !resp.Committed {
-					return err
-				}
-				// Part of the log is sent already: break the connection rather than
-				// end the body as if the log were complete.
-				h.log.Error("log download broken off", "record", q.record.ID, "stage", stage, "error", err)
-				panic(http.ErrAbortHandler)
-			}
+	walk := &logWalk{h: h, q: q, out: seqOut{emit: emit}}
+	if err := walk.run(ctx); err != nil {
+		if !resp.Committed {
+			return err
 		}
+		// Part of the log is sent already: break the connection rather than end
+		// the body as if the log were complete.
+		h.log.Error("log download broken off", "record", q.record.ID, "stage", q.stage, "error", err)
+		panic(http.ErrAbortHandler)
 	}
 	if err := out.Flush(); err != nil {
 		return err
@@ -163,30 +198,20 @@ func (h *handlers) getLogs(c echo.Context) error {
 	return nil
 }
 
-// streamsOf lists the streams of a stage as the record says now: the task asked
-// for, or the stage's own stream then each task's, in the record's task order.
-func (q *logQuery) streamsOf(stage string, rec *model.Record) []logs.Stream {
-	if q.task != "" {
-		return []logs.Stream{q.stream(stage, q.task)}
-	}
-	out := []logs.Stream{q.stream(stage, "")}
-	for _, t := range recordTasks(rec, stage) {
-		out = append(out, q.stream(stage, t))
-	}
-	return out
-}
-
 // getLogStream upgrades to a websocket and sends the log one text message per line
 // (without its newline; a line is at most 64 KiB plus a truncation marker, so a
 // client library with a smaller message limit, like coder/websocket's 32 KiB
-// default, must raise it): everything stored so far, then new lines as they are
-// stored, until the stage (or, without a stage, the record: its stages in Cyclone
-// order, as GET .../logs gives them) is over; then it closes with a normal closure.
-// A client that reconnects with ?offset=N, N being the lines it received, gets the
-// rest with no duplicate and no gap. The server pings every logStreamPing. A client
-// that accepts nothing for logStreamSlow while lines wait is closed with
-// StatusPolicyViolation "client too slow" (it may reconnect at its offset); the
-// stage never waits for a client, whose lines come from the store.
+// default, must raise it): the same sequence of lines GET .../logs gives once the
+// stage (or record) is over, everything stored so far, then new lines as they are
+// stored, until the stage (or, without a stage, the record) is over; then it closes
+// with a normal closure. A client that reconnects with ?offset=N, N being the lines
+// it received, gets the rest with no duplicate and no gap.
+//
+// The server pings every PingInterval; a client that does not answer within
+// PongTimeout is closed with StatusPolicyViolation "no pong". A client that accepts
+// nothing for SlowClient while lines wait is closed with StatusPolicyViolation
+// "client too slow" (it may reconnect at its offset). The stage never waits for a
+// client: its lines come from the store.
 func (h *handlers) getLogStream(c echo.Context) error {
 	q, err := h.logQuery(c)
 	if err != nil {
@@ -206,10 +231,16 @@ func (h *handlers) getLogStream(c echo.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	opts := h.logStream.withDefaults()
 	revoked := h.watchToken(ctx, c, cancel)
-	send := newLineSender(ctx, conn)
-	go keepAlive(ctx, conn)
-	err = h.followLogs(ctx, q, offset, send.send)
+	send := newLineSender(ctx, conn, opts.SlowClient)
+	var noPong atomic.Bool
+	go keepAlive(ctx, conn, opts, func() {
+		noPong.Store(true)
+		cancel()
+	})
+	walk := &logWalk{h: h, q: q, follow: true, out: seqOut{skip: offset, emit: send.send}}
+	err = walk.run(ctx)
 	if err == nil {
 		err = send.finish()
 	}
@@ -218,6 +249,9 @@ func (h *handlers) getLogStream(c echo.Context) error {
 		_ = conn.Close(websocket.StatusNormalClosure, "end of log")
 	case revoked():
 		_ = conn.Close(websocket.StatusPolicyViolation, "token revoked")
+	case noPong.Load():
+		send.abort()
+		_ = conn.Close(websocket.StatusPolicyViolation, errNoPong.Error())
 	case errors.Is(err, errClientTooSlow):
 		send.abort()
 		_ = conn.Close(websocket.StatusPolicyViolation, errClientTooSlow.Error())
@@ -232,65 +266,265 @@ func (h *handlers) getLogStream(c echo.Context) error {
 	return nil
 }
 
-// followLogs sends the log from line offset on, following each stage until it is
-// over. The lines of a record are the concatenation of its stages' streams, so an
-// offset past a finished stage's length skips that stage.
-func (h *handlers) followLogs(ctx context.Context, q *logQuery, offset int64, emit func([]string) error) error {
-	skip := offset
-	for _, stage := range q.stages() {
-		// The stage's own stream (or the task asked for) is followed; the other
-		// tasks of a multi-task stage are complete once it is over.
-		first := q.stream(stage, q.task)
-		done := func(rec *model.Record) bool {
-			return stageOver(rec, stage) || (q.task != "" && taskOver(rec, stage, q.task))
-		}
-		var err error
-		if skip, err = h.followStream(ctx, first, skip, done, emit); err != nil {
+// logWalk sends the log sequence of a query, the one order both GET .../logs and
+// the stream use, over which a stream's offset counts lines:
+//
+//   - without a stage, the sequences of the stages the record performs, in Cyclone
+//     order;
+//   - a task asked for: that task's stream;
+//   - a single-task stage: its stream;
+//   - a multi-task stage (imageBuild, imageRelease): the first line of the stage's
+//     stream (its start banner), then its tasks' lines, then the rest of the
+//     stage's stream (the tasks' outcomes and the finish banner). The tasks' lines
+//     come attempt by attempt: round 1 has each task's lines, in the record's task
+//     order, up to its first "Task: <name> attempt N" banner; round 2 each task's
+//     lines from that banner to the next; and so on. A retried attempt (a worker
+//     died) thus appends after everything sent before, so a live reader never has
+//     to go back.
+//
+// A download (follow false) sends what is stored. A stream (follow true) sends each
+// part as it grows and moves on once the part is complete: the stage's first line
+// is stored (or the stage is over), a task's attempt is over (its status is final,
+// or its next attempt began), the stage or record is over. While one task is
+// followed, the next ones' lines wait in the store and come right after it.
+type logWalk struct {
+	h      *handlers
+	q      *logQuery
+	follow bool
+	out    seqOut
+}
+
+// seqOut passes lines of the sequence on, dropping the first skip ones: those a
+// reconnecting client has already.
+type seqOut struct {
+	skip int64
+	emit func([]string) error
+}
+
+func (o *seqOut) write(lines []string) error {
+	if o.skip >= int64(len(lines)) {
+		o.skip -= int64(len(lines))
+		return nil
+	}
+	lines = lines[o.skip:]
+	o.skip = 0
+	return o.emit(lines)
+}
+
+type doneFunc = func(context.Context) (bool, error)
+
+func (w *logWalk) run(ctx context.Context) error {
+	for _, stage := range w.q.stages() {
+		if err := w.stage(ctx, stage); err != nil {
 			return err
-		}
-		if q.task != "" {
-			continue
-		}
-		rec, gone, err := h.freshRecord(ctx, q.record.ID)
-		if err != nil || gone {
-			return err
-		}
-		for _, s := range q.streamsOf(stage, rec)[1:] {
-			if skip, err = h.followStream(ctx, s, skip, func(*model.Record) bool { return true }, emit); err != nil {
-				return err
-			}
 		}
 	}
 	return nil
 }
 
-// followStream sends stream s from line skip on until done(record) holds, and
-// returns how much of skip is left for the streams after it.
-func (h *handlers) followStream(ctx context.Context, s logs.Stream, skip int64, done func(*model.Record) bool, emit func([]string) error) (int64, error) {
-	isDone := func(ctx context.Context) (bool, error) {
-		rec, gone, err := h.freshRecord(ctx, s.RecordID)
+func (w *logWalk) stage(ctx context.Context, stage string) error {
+	over := w.recordDone(func(r *model.Record) bool { return stageOver(r, stage) })
+	if w.q.task != "" {
+		task := w.q.task
+		return w.whole(ctx, w.q.stream(stage, task), 0, w.recordDone(func(r *model.Record) bool {
+			return stageOver(r, stage) || taskOver(r, stage, task)
+		}))
+	}
+	s := w.q.stream(stage, "")
+	if !isMultiTask(stage) {
+		return w.whole(ctx, s, 0, over)
+	}
+	// The start banner, as soon as it is there.
+	headDone := func(ctx context.Context) (bool, error) {
+		n, err := w.h.logs.Len(ctx, s)
+		if err != nil || n >= 1 {
+			return n >= 1, err
+		}
+		return over(ctx)
+	}
+	head, _, err := w.part(ctx, s, 0, func(i int64, _ string) bool { return i >= 1 }, headDone)
+	if err != nil {
+		return err
+	}
+	tasks, err := w.tasks(ctx, stage)
+	if err != nil {
+		return err
+	}
+	if err := w.taskRounds(ctx, stage, tasks); err != nil {
+		return err
+	}
+	return w.whole(ctx, s, head, over)
+}
+
+// recordDone makes a done callback of a condition on the record as stored now; a
+// record deleted meanwhile is done.
+func (w *logWalk) recordDone(cond func(*model.Record) bool) doneFunc {
+	return func(ctx context.Context) (bool, error) {
+		rec, gone, err := w.h.freshRecord(ctx, w.q.record.ID)
 		if err != nil {
 			return false, err
 		}
-		return gone || done(rec), nil
+		return gone || cond(rec), nil
 	}
-	if skip > 0 {
-		over, err := isDone(ctx)
+}
+
+// read copies (download) or follows (stream) s from line from on.
+func (w *logWalk) read(ctx context.Context, s logs.Stream, from int64, done doneFunc, emit func([]string) error) error {
+	if !w.follow {
+		_, err := w.h.logs.Copy(ctx, s, from, emit)
+		return err
+	}
+	_, err := w.h.logs.Follow(ctx, s, from, done, emit)
+	return err
+}
+
+// whole sends s from line from to its end. Lines the client has already are not
+// read again: a complete part within them is skipped by its length.
+func (w *logWalk) whole(ctx context.Context, s logs.Stream, from int64, done doneFunc) error {
+	if w.out.skip == 0 {
+		return w.read(ctx, s, from, done, w.out.write)
+	}
+	complete := !w.follow
+	if w.follow {
+		var err error
+		if complete, err = done(ctx); err != nil {
+			return err
+		}
+	}
+	if complete {
+		n, err := w.h.logs.Len(ctx, s)
 		if err != nil {
-			return 0, err
+			return err
+		}
+		if rest := max(n-from, 0); w.out.skip >= rest {
+			w.out.skip -= rest
+			return nil
+		}
+	}
+	first := from + w.out.skip
+	if err := w.read(ctx, s, first, done, w.out.emit); err != nil {
+		return err
+	}
+	// The part is complete now: what it did not have of skip is for the next ones.
+	n, err := w.h.logs.Len(ctx, s)
+	if err != nil {
+		return err
+	}
+	w.out.skip -= min(max(n-from, 0), w.out.skip)
+	return nil
+}
+
+// part sends s from line from on, up to its end or up to the first line that
+// stop accepts (not sent), and returns the number of the line after the last one
+// sent and whether stop cut the part there.
+func (w *logWalk) part(ctx context.Context, s logs.Stream, from int64, stop func(n int64, line string) bool, done doneFunc) (int64, bool, error) {
+	next := from
+	emit := func(lines []string) error {
+		for j, l := range lines {
+			if stop(next+int64(j), l) {
+				next += int64(j)
+				if err := w.out.write(lines[:j]); err != nil {
+					return err
+				}
+				return errPartEnd
+			}
+		}
+		next += int64(len(lines))
+		return w.out.write(lines)
+	}
+	err := w.read(ctx, s, from, done, emit)
+	if errors.Is(err, errPartEnd) {
+		return next, true, nil
+	}
+	return next, false, err
+}
+
+// tasks names the tasks of a multi-task stage in the record's order; a stream
+// waits until the stage has written them (all at once) or is over.
+func (w *logWalk) tasks(ctx context.Context, stage string) ([]string, error) {
+	if !w.follow {
+		return recordTasks(w.q.record, stage), nil
+	}
+	for {
+		rec, gone, err := w.h.freshRecord(ctx, w.q.record.ID)
+		if err != nil || gone {
+			return nil, err
+		}
+		if t := recordTasks(rec, stage); len(t) > 0 || stageOver(rec, stage) {
+			return t, nil
+		}
+		if err := sleepCtx(ctx, logRecordPoll); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// taskRounds sends the tasks' lines attempt by attempt (see logWalk).
+func (w *logWalk) taskRounds(ctx context.Context, stage string, tasks []string) error {
+	pos := make([]int64, len(tasks))
+	for {
+		more := false
+		for i, task := range tasks {
+			banner := "Task: " + task + " attempt "
+			from := pos[i]
+			next, cut, err := w.part(ctx, w.q.stream(stage, task), from,
+				func(n int64, l string) bool { return n > from && strings.HasPrefix(l, banner) },
+				w.recordDone(func(r *model.Record) bool { return stageOver(r, stage) || taskOver(r, stage, task) }))
+			if err != nil {
+				return err
+			}
+			pos[i], more = next, more || cut
+		}
+		if more {
+			continue
+		}
+		if !w.follow {
+			return nil
+		}
+		// Every task's attempt is sent: the stage ends, or another attempt begins.
+		again, err := w.tasksGrow(ctx, stage, tasks, pos)
+		if err != nil || !again {
+			return err
+		}
+	}
+}
+
+// tasksGrow waits until a task's log has lines past pos (true) or the stage is
+// over with none (false).
+func (w *logWalk) tasksGrow(ctx context.Context, stage string, tasks []string, pos []int64) (bool, error) {
+	for {
+		// The status first: lines are stored before the status says the stage is over.
+		over, err := w.recordDone(func(r *model.Record) bool { return stageOver(r, stage) })(ctx)
+		if err != nil {
+			return false, err
+		}
+		for i, task := range tasks {
+			n, err := w.h.logs.Len(ctx, w.q.stream(stage, task))
+			if err != nil {
+				return false, err
+			}
+			if n > pos[i] {
+				return true, nil
+			}
 		}
 		if over {
-			n, err := h.logs.Len(ctx, s)
-			if err != nil {
-				return 0, err
-			}
-			if skip >= n {
-				return skip - n, nil
-			}
+			return false, nil
+		}
+		if err := sleepCtx(ctx, logRecordPoll); err != nil {
+			return false, err
 		}
 	}
-	_, err := h.logs.Follow(ctx, s, skip, isDone, emit)
-	return 0, err
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // freshRecord reads the record again; gone reports that it was deleted meanwhile.
@@ -313,15 +547,17 @@ type lineSender struct {
 	done    chan struct{}
 	err     error // the writer's, once done is closed
 	timer   *time.Timer
+	slow    time.Duration
 }
 
-func newLineSender(ctx context.Context, conn *websocket.Conn) *lineSender {
+func newLineSender(ctx context.Context, conn *websocket.Conn, slow time.Duration) *lineSender {
 	s := &lineSender{
 		queue:   make(chan string, logStreamQueue),
 		drained: make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 		timer:   time.NewTimer(time.Hour),
+		slow:    slow,
 	}
 	s.timer.Stop()
 	go func() {
@@ -355,11 +591,11 @@ func newLineSender(ctx context.Context, conn *websocket.Conn) *lineSender {
 }
 
 // send queues lines, failing with errClientTooSlow when the client accepted
-// nothing for logStreamSlow while the queue was full.
+// nothing for s.slow while the queue was full.
 func (s *lineSender) send(lines []string) error {
 	for _, l := range lines {
 		for n := s.queued.Load(); n > 0 && n+int64(len(l)) > logStreamQueueBytes; n = s.queued.Load() {
-			s.timer.Reset(logStreamSlow)
+			s.timer.Reset(s.slow)
 			select {
 			case <-s.drained:
 				s.timer.Stop()
@@ -378,7 +614,7 @@ func (s *lineSender) send(lines []string) error {
 			return s.writerErr()
 		default:
 		}
-		s.timer.Reset(logStreamSlow)
+		s.timer.Reset(s.slow)
 		select {
 		case s.queue <- l:
 			s.timer.Stop()
@@ -395,7 +631,7 @@ func (s *lineSender) send(lines []string) error {
 // finish waits until every queued line is written.
 func (s *lineSender) finish() error {
 	close(s.queue)
-	s.timer.Reset(logStreamSlow)
+	s.timer.Reset(s.slow)
 	defer s.timer.Stop()
 	select {
 	case <-s.done:
@@ -421,14 +657,16 @@ func (s *lineSender) writerErr() error {
 	return errors.New("log stream writer stopped")
 }
 
-// keepAlive pings the client until ctx ends; a client that does not answer is
-// disconnected, which ends ctx.
-func keepAlive(ctx context.Context, conn *websocket.Conn) {
-	every(ctx, logStreamPing, func() bool {
-		pingCtx, cancel := context.WithTimeout(ctx, logStreamPong)
+// keepAlive pings the client every PingInterval until ctx ends; a client that does
+// not answer within PongTimeout gets lost called (which ends ctx).
+func keepAlive(ctx context.Context, conn *websocket.Conn, o LogStreamOptions, lost func()) {
+	every(ctx, o.PingInterval, func() bool {
+		pingCtx, cancel := context.WithTimeout(ctx, o.PongTimeout)
 		defer cancel()
 		if err := conn.Ping(pingCtx); err != nil {
-			_ = conn.CloseNow()
+			if ctx.Err() == nil {
+				lost()
+			}
 			return false
 		}
 		return true

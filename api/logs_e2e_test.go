@@ -481,6 +481,49 @@ func TestLogsEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("registry and SCM passwords are masked", func(t *testing.T) {
+		// A project whose SCM signs in with a password (the fake GitHub takes any
+		// password starting "tok-") and whose registry has a password: the worker
+		// knows both and masks them, also when a step prints one in two writes.
+		const scmPass, regPass = "tok-scm-pw-4e1f9a", "reg-pw-77c2b0"
+		s.must(t, "POST", "/api/v1/projects", map[string]any{
+			"name":     "logsmask",
+			"scm":      map[string]any{"type": "github", "server": fakeGitHub().URL, "username": "bot", "password": scmPass},
+			"registry": map[string]any{"server": "127.0.0.1:5999", "repository": "team", "username": "pusher", "password": regPass},
+		}, http.StatusCreated)
+		cmds := []string{
+			`echo "scm=` + scmPass + ` registry=` + regPass + `"`,
+			`printf 'tok-scm-'; sleep 0.3; printf 'pw-4e1f9a\n'`,
+			`printf 'reg-pw'; sleep 0.3; printf '%s\n' '-77c2b0 end'`,
+		}
+		s.must(t, "POST", "/api/v1/projects/logsmask/pipelines", map[string]any{"name": "pw", "build": map[string]any{
+			"builderImage": map[string]any{"image": "busybox"},
+			"stages":       map[string]any{"unitTest": map[string]any{"command": cmds}},
+		}}, http.StatusCreated)
+		mask := strings.NewReplacer(scmPass, "********", regPass, "********")
+		want := []string{
+			"Stage: UnitTest status: start",
+			"+ " + mask.Replace(cmds[0]), "scm=******** registry=********",
+			"+ " + cmds[1], "********",
+			"+ " + cmds[2], "******** end",
+			"Stage: UnitTest status: finish",
+		}
+		rec := s.run(t, "/api/v1/projects/logsmask/pipelines/pw")
+		res := s.stream(t, rec+"/logstream?stage=unitTest", 0)
+		if res.status != websocket.StatusNormalClosure {
+			t.Fatalf("closed with %v %q", res.status, res.reason)
+		}
+		lgEqual(t, "streamed", res.lines, want)
+		if r := s.waitDone(t, rec); r.Status != model.StatusSuccess {
+			t.Fatalf("record %+v", r)
+		}
+		lgEqual(t, "stored", s.logLines(t, rec, "?stage=unitTest"), want)
+		download := string(s.must(t, "GET", rec+"/logs?download=true", nil, http.StatusOK).body)
+		if strings.Contains(download, scmPass) || strings.Contains(download, regPass) {
+			t.Fatalf("a password is in the downloaded log:\n%s", download)
+		}
+	})
+
 	t.Run("100000 lines", func(t *testing.T) {
 		path := s.pipeline(t, "big", nil, map[string]any{"unitTest": map[string]any{"command": []string{"seq 1 100000"}}})
 		rec := s.run(t, path)

@@ -34,6 +34,9 @@ type Config struct {
 	Logger    *slog.Logger
 	BodyMax   int64
 	Logs      Logs // stored stage logs; the log endpoints answer 503 without it
+	// LogStream tunes the websocket log stream (keepalive, slow clients); zero
+	// fields take the defaults.
+	LogStream LogStreamOptions
 	// Metrics is served at /metrics and times every request; nil: neither.
 	Metrics *metrics.Metrics
 	// AdminToken turns authentication on: every /api/v1 route but the webhooks
@@ -84,6 +87,7 @@ func New(cfg Config) *echo.Echo {
 	h.clouds, h.cloudProbe, h.cloudHostCheck = cfg.Clouds, cfg.CloudProbe, cfg.CloudHostCheck
 	h.hooks, h.publicURL = cfg.Webhooks, strings.TrimRight(cfg.PublicURL, "/")
 	h.integrations, h.sonar = cfg.Integrations, cfg.SonarQube
+	h.logStream = cfg.LogStream.withDefaults()
 	var guard []echo.MiddlewareFunc
 	if cfg.AdminToken != "" {
 		h.auth = &authenticator{admin: cfg.AdminToken, tokens: cfg.Tokens}
@@ -153,6 +157,7 @@ type handlers struct {
 	schedules Schedules
 	log       *slog.Logger
 	logs      Logs
+	logStream LogStreamOptions
 	tokens    Tokens
 	auth      *authenticator // nil: no authentication
 	scm       SCMOpener      // nil: no SCM access
