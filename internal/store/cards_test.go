@@ -302,3 +302,36 @@ func TestRecentCardsUnderConcurrentWrites(t *testing.T) {
 	}
 	checkRecentAnswers(t, st, []string{p.ID}, "after concurrent writes")
 }
+
+// TestListedPipelineShowsItsWebhook: the webhook the server registers for a pipeline
+// (written apart from the pipeline) shows in the pipeline list, which reads cards,
+// as in a GET of the pipeline; and is gone from both once cleared.
+func TestListedPipelineShowsItsWebhook(t *testing.T) {
+	st, _ := startStore(t)
+	ctx := context.Background()
+	p := &model.Pipeline{Name: "hooked", ProjectID: "x", Build: &model.Build{}}
+	if err := st.CreatePipeline(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	listed := func() *model.Pipeline {
+		t.Helper()
+		got, _, err := st.ListPipelines(ctx, "x", store.ListOptions{})
+		if err != nil || len(got) != 1 {
+			t.Fatalf("list: %v, %v", got, err)
+		}
+		return got[0]
+	}
+	hook := &model.PipelineWebhook{ID: "42", URL: "https://ci.example.com/api/v1/pipelines/" + p.ID + "/githubwebhook"}
+	if err := st.SetPipelineWebhook(ctx, p.ID, hook); err != nil {
+		t.Fatal(err)
+	}
+	if got := listed().Webhook; got == nil || got.ID != hook.ID || got.URL != hook.URL {
+		t.Fatalf("listed webhook %+v, want %+v", got, hook)
+	}
+	if err := st.SetPipelineWebhook(ctx, p.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := listed().Webhook; got != nil {
+		t.Fatalf("listed webhook %+v after it was cleared", got)
+	}
+}

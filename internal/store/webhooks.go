@@ -54,7 +54,12 @@ func (s *Store) SetPipelineWebhook(ctx context.Context, pipelineID string, h *mo
 	if res.MatchedCount == 0 {
 		return ErrNotFound
 	}
-	return nil
+	// The pipeline list reads pipelines from their cards: keep the card's copy in step.
+	p, err := s.GetPipelineByID(ctx, pipelineID)
+	if err != nil {
+		return err
+	}
+	return s.cardPipeline(ctx, p)
 }
 
 // PipelinesBySVNRepo lists the pipelines whose main code source is the Subversion
