@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"reflect"
 
 	"github.com/labstack/echo/v4"
 
@@ -129,8 +130,30 @@ func (h *handlers) updateProject(c echo.Context) error {
 		}
 		return err
 	}
+	if p.Name != old.Name || !reflect.DeepEqual(p.Worker, old.Worker) {
+		h.resyncProjectSchedules(c.Request().Context(), &p)
+	}
 	p.Redact()
 	return c.JSON(http.StatusOK, &p)
+}
+
+// resyncProjectSchedules rewrites the cron schedules of the project's pipelines,
+// whose records carry the project's name, cloud, namespace and worker quota as they
+// were when a schedule was written. The project is saved by then: a schedule
+// Temporal does not take now is logged and caught up at its pipeline's next update.
+func (h *handlers) resyncProjectSchedules(ctx context.Context, proj *model.Project) {
+	pipelines, _, err := h.store.ListPipelines(ctx, proj.ID, store.ListOptions{})
+	if err != nil {
+		h.log.Warn("resync the project's cron schedules", "project", proj.Name, "error", err)
+		return
+	}
+	for _, p := range pipelines {
+		if n := len(cronsOf(p)); n > 0 {
+			if err := h.syncSchedules(ctx, proj, p, n); err != nil {
+				h.log.Warn("resync a pipeline's cron schedules", "project", proj.Name, "pipeline", p.Name, "error", err)
+			}
+		}
+	}
 }
 
 func (h *handlers) deleteProject(c echo.Context) error {

@@ -66,8 +66,14 @@ type WorkerConfig struct {
 	Location         *WorkerLocation            `json:"location,omitempty" bson:"location,omitempty"`
 	Namespace        string                     `json:"namespace,omitempty" bson:"namespace,omitempty"`
 	DependencyCaches map[string]DependencyCache `json:"dependencyCaches,omitempty" bson:"dependencyCaches,omitempty"`
-	Quota            map[string]string          `json:"quota,omitempty" bson:"quota,omitempty"`
+	Quota            Quota                      `json:"quota,omitempty" bson:"quota,omitempty"`
 }
+
+// Quota sizes each step of the project's records: "requests.cpu", "requests.memory",
+// "limits.cpu", "limits.memory" to a quantity such as "500m" or "2G". Its keys hold
+// dots, which MongoDB-compatible stores refuse in field names: the store keeps it as
+// a list of name/value pairs.
+type Quota map[string]string
 
 // WorkerLocation names the cloud (and Kubernetes namespace) records run on.
 type WorkerLocation struct {

@@ -50,6 +50,7 @@ type Store struct {
 // exist. It returns when MongoDB answered a ping or ctx ends.
 func Open(ctx context.Context, uri, dbName string, box *secrets.Box) (*Store, error) {
 	opts := options.Client().ApplyURI(uri).
+		SetRegistry(registry()).
 		SetServerSelectionTimeout(5 * time.Second).
 		SetConnectTimeout(5 * time.Second)
 	client, err := mongo.Connect(ctx, opts)
