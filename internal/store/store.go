@@ -128,7 +128,7 @@ func (s *Store) Ping(ctx context.Context) error {
 var collections = []string{
 	"projects", "pipelines", "records", "logs", "logHeads", "meta", "migrations", "tokens", "clouds",
 	"integrations", "slots", "counters", "recordCounts", "pipelineCards", "pipelineDirectories",
-	"projectNames",
+	"projectNames", "rotatedRecords",
 }
 
 // ensureCollections creates the collections that do not exist yet.
