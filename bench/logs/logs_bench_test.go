@@ -154,8 +154,18 @@ func startStack() (*stack, error) {
 	return s, nil
 }
 
-// api is the HTTP side of a running Cyclone (the process stack or testenv's).
-type api struct{ base string }
+// api is the HTTP side of a running Cyclone (the process stack, which runs without
+// authentication, or testenv's, which needs its admin token).
+type api struct{ base, token string }
+
+// header is what every request sends.
+func (a api) header() http.Header {
+	h := http.Header{}
+	if a.token != "" {
+		h.Set("Authorization", "Bearer "+a.token)
+	}
+	return h
+}
 
 func (a api) do(b *testing.B, method, path string, body any, status int) []byte {
 	b.Helper()
@@ -165,6 +175,7 @@ func (a api) do(b *testing.B, method, path string, body any, status int) []byte 
 		rd = bytes.NewReader(data)
 	}
 	req, _ := http.NewRequest(method, a.base+path, rd)
+	req.Header = a.header()
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -233,7 +244,7 @@ func BenchmarkLogLatency(b *testing.B) {
 		for b.Loop() {
 			path, _ := a.run(b, pipeline)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(a.base, "http")+path+"/logstream?stage=unitTest", nil)
+			c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(a.base, "http")+path+"/logstream?stage=unitTest", &websocket.DialOptions{HTTPHeader: a.header()})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -262,24 +273,36 @@ func BenchmarkLogLatency(b *testing.B) {
 		b.ReportMetric(float64(samples[len(samples)-1].Microseconds())/1000, "max-ms")
 		b.ReportMetric(float64(len(samples)), "lines")
 	}
-	b.Run("processes", func(b *testing.B) { measure(b, api{getStack(b).base}) })
+	b.Run("processes", func(b *testing.B) { measure(b, api{base: getStack(b).base}) })
 	b.Run("oneprocess", func(b *testing.B) {
 		env := testenv.Start(b, testenv.Options{})
-		measure(b, api{env.URL})
+		measure(b, api{base: env.URL, token: testenv.AdminToken})
 	})
 }
 
 // fiftyMB prints 50 MiB of 100-byte lines.
 const fiftyMB = 50 << 20
 
-var floodCommand = fmt.Sprintf(`yes '%s' | head -c %d`, strings.Repeat("0123456789", 10)[:99], fiftyMB)
+// floodCommands print 50 MiB of 100-byte lines: one line over and over (which the
+// stored chunks' compression all but removes), and random base64 text (which it
+// cannot shrink below three quarters).
+var floodCommands = []struct{ name, command string }{
+	{"repeated", fmt.Sprintf(`yes '%s' | head -c %d`, strings.Repeat("0123456789", 10)[:99], fiftyMB)},
+	{"random", fmt.Sprintf(`head -c %d /dev/urandom | base64 -w 99`, fiftyMB/100*99/4*3)},
+}
 
 // BenchmarkLogIngest runs a step printing 50 MiB through a record (the worker
 // stores every line in MongoDB) and, in the same run, the same step through the
 // same executor into a local file.
 func BenchmarkLogIngest(b *testing.B) {
+	for _, flood := range floodCommands {
+		b.Run(flood.name, func(b *testing.B) { logIngest(b, flood.command) })
+	}
+}
+
+func logIngest(b *testing.B, floodCommand string) {
 	s := getStack(b)
-	a := api{s.base}
+	a := api{base: s.base}
 	pipeline := a.pipeline(b, floodCommand)
 	noop := a.pipeline(b, "true")
 	ex := local.New(b.TempDir())

@@ -3,9 +3,6 @@ package main_test
 import (
 	"bufio"
 	"bytes"
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net"
@@ -18,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cycloneci/cyclone/internal/devstack"
 	"github.com/cycloneci/cyclone/internal/testenv"
 )
 
@@ -263,22 +259,7 @@ func TestServerRefusesToStartWithoutSecretKey(t *testing.T) {
 // same identity: the stage is retried there and the record ends Success.
 func TestWorkerKilledMidStage(t *testing.T) {
 	bin := buildBinary(t)
-	ctx := context.Background()
-	mongo, err := devstack.StartMongo(ctx, devstack.MongoOptions{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mongo.Stop)
-	temporal, err := devstack.StartTemporal(ctx, devstack.TemporalOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(temporal.Stop)
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	env := append(os.Environ(),
-		"CYCLONE_MONGO_URI="+mongo.URI(), "CYCLONE_TEMPORAL_ADDRESS="+temporal.Address(),
-		"CYCLONE_SECRET_KEY="+hex.EncodeToString(key), "CYCLONE_TASK_QUEUE=killtest", "CYCLONE_LOG_LEVEL=warn")
+	env := append(startBackends(t, "killtest").env, "CYCLONE_LOG_LEVEL=warn")
 	api := freeAddr(t)
 	start := func(args ...string) *exec.Cmd {
 		cmd := exec.Command(bin, args...)

@@ -41,8 +41,26 @@ type shutdownCluster struct {
 
 func newShutdownCluster(t *testing.T) *shutdownCluster {
 	t.Helper()
-	ctx := context.Background()
 	bin := buildBinary(t)
+	b := startBackends(t, "shutdowntest")
+	apiToken = "cyc_shutdown-test-admin"
+	api := freeAddr(t)
+	return &shutdownCluster{t: t, bin: bin, temporal: b.temporal, api: api, base: "http://" + api + "/api/v1",
+		env: append(b.env, "CYCLONE_ADMIN_TOKEN="+apiToken, "CYCLONE_LISTEN="+api)}
+}
+
+// backends are an embedded Temporal and store for cyclone subprocesses, and the
+// environment that points them there (with a fresh secret key).
+type backends struct {
+	temporal *devstack.Temporal
+	env      []string
+}
+
+// startBackends starts the backends, stopped when the test ends; the subprocesses'
+// records go on taskQueue.
+func startBackends(t *testing.T, taskQueue string) backends {
+	t.Helper()
+	ctx := context.Background()
 	mongo, err := devstack.StartMongo(ctx, devstack.MongoOptions{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -55,13 +73,9 @@ func newShutdownCluster(t *testing.T) *shutdownCluster {
 	t.Cleanup(temporal.Stop)
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	apiToken = "cyc_shutdown-test-admin"
-	api := freeAddr(t)
-	return &shutdownCluster{t: t, bin: bin, temporal: temporal, api: api, base: "http://" + api + "/api/v1",
-		env: append(os.Environ(),
-			"CYCLONE_MONGO_URI="+mongo.URI(), "CYCLONE_TEMPORAL_ADDRESS="+temporal.Address(),
-			"CYCLONE_SECRET_KEY="+hex.EncodeToString(key), "CYCLONE_TASK_QUEUE=shutdowntest",
-			"CYCLONE_ADMIN_TOKEN="+apiToken, "CYCLONE_LISTEN="+api)}
+	return backends{temporal: temporal, env: append(os.Environ(),
+		"CYCLONE_MONGO_URI="+mongo.URI(), "CYCLONE_TEMPORAL_ADDRESS="+temporal.Address(),
+		"CYCLONE_SECRET_KEY="+hex.EncodeToString(key), "CYCLONE_TASK_QUEUE="+taskQueue)}
 }
 
 // process is a cyclone subprocess whose output the test keeps.

@@ -3,6 +3,7 @@ package devstack
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 
 	"go.temporal.io/server/common/log"
@@ -14,9 +15,21 @@ import (
 // movement, every connection); filtering here rather than relying on the
 // caller's handler keeps `cyclone dev` output readable even when the
 // application itself logs at Info or Debug.
+//
+// Attributes and groups added with With are applied to the wrapped handler only
+// when a record is handled: FerretDB adds every SQL statement and its arguments
+// (whole documents, log chunks included) to a logger before it runs it, and a
+// text or JSON handler formats them at once, for a debug line that is then dropped.
 type levelHandler struct {
 	min   slog.Leveler
 	inner slog.Handler
+	with  []handlerOp // applied to inner, in order, when a record is handled
+}
+
+// handlerOp is one deferred WithAttrs (attrs) or WithGroup (group).
+type handlerOp struct {
+	attrs []slog.Attr
+	group string
 }
 
 func (h levelHandler) Enabled(ctx context.Context, l slog.Level) bool {
@@ -24,15 +37,33 @@ func (h levelHandler) Enabled(ctx context.Context, l slog.Level) bool {
 }
 
 func (h levelHandler) Handle(ctx context.Context, r slog.Record) error {
-	return h.inner.Handle(ctx, r)
+	inner := h.inner
+	for _, op := range h.with {
+		if op.attrs != nil {
+			inner = inner.WithAttrs(op.attrs)
+		} else {
+			inner = inner.WithGroup(op.group)
+		}
+	}
+	return inner.Handle(ctx, r)
 }
 
 func (h levelHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return levelHandler{min: h.min, inner: h.inner.WithAttrs(attrs)}
+	if len(attrs) == 0 {
+		return h
+	}
+	return h.then(handlerOp{attrs: attrs})
 }
 
 func (h levelHandler) WithGroup(name string) slog.Handler {
-	return levelHandler{min: h.min, inner: h.inner.WithGroup(name)}
+	if name == "" {
+		return h
+	}
+	return h.then(handlerOp{group: name})
+}
+
+func (h levelHandler) then(op handlerOp) levelHandler {
+	return levelHandler{min: h.min, inner: h.inner, with: append(slices.Clip(h.with), op)}
 }
 
 // quietLogger returns base (or slog.Default) filtered to min.
