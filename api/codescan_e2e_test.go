@@ -176,5 +176,7 @@ func TestCodeScanSonarQube(t *testing.T) {
 		if rec.Status != model.StatusFailed || !strings.Contains(cs.ErrorMessage, "SonarQube could not be reached") || strings.Contains(cs.ErrorMessage, sonarToken) {
 			t.Fatalf("record %s %q, codeScan %+v", rec.Status, rec.ErrorMessage, cs)
 		}
+		// The scanner's container and the record's network go whatever the outcome.
+		(&imgFixture{fixture: f, cli: cli}).noLeftovers(t, rec.ID)
 	})
 }

@@ -244,12 +244,6 @@ func (c *lsClient) arrived(l string) time.Time {
 	return time.Time{}
 }
 
-func (c *lsClient) count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.lines)
-}
-
 func TestLogStreamMultiTaskStage(t *testing.T) {
 	e := startLogStreamEnv(t, api.LogStreamOptions{})
 	stage := model.StageImageBuild

@@ -9,7 +9,6 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/bsoncodec"
 	"go.mongodb.org/mongo-driver/bson/bsonrw"
-	"go.mongodb.org/mongo-driver/bson/bsontype"
 
 	"github.com/cycloneci/cyclone/internal/model"
 )
@@ -58,10 +57,10 @@ func decodeQuota(dc bsoncodec.DecodeContext, vr bsonrw.ValueReader, v reflect.Va
 		return bsoncodec.ValueDecoderError{Name: "decodeQuota", Types: []reflect.Type{quotaType}, Received: v}
 	}
 	switch vr.Type() {
-	case bsontype.Null:
+	case bson.TypeNull:
 		v.Set(reflect.Zero(quotaType))
 		return vr.ReadNull()
-	case bsontype.Array:
+	case bson.TypeArray:
 		var entries []quotaEntry
 		dec, err := dc.LookupDecoder(reflect.TypeOf(entries))
 		if err != nil {
@@ -76,7 +75,7 @@ func decodeQuota(dc bsoncodec.DecodeContext, vr bsonrw.ValueReader, v reflect.Va
 		}
 		v.Set(reflect.ValueOf(q))
 		return nil
-	case bsontype.EmbeddedDocument:
+	case bson.TypeEmbeddedDocument:
 		var m map[string]string
 		dec, err := dc.LookupDecoder(reflect.TypeOf(m))
 		if err != nil {
