@@ -1,0 +1,111 @@
+package reconcile_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	workflowpb "go.temporal.io/api/workflow/v1"
+	"go.temporal.io/api/workflowservice/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/cycloneci/cyclone/internal/model"
+	"github.com/cycloneci/cyclone/internal/reconcile"
+)
+
+// fakeStore holds unfinished records and what the reconciler finished.
+type fakeStore struct {
+	records  []*model.Record
+	finished map[string]model.Record // by ID: status, message, end time
+}
+
+func (s *fakeStore) ListUnfinishedRecords(_ context.Context, after, before time.Time, limit int64) ([]*model.Record, error) {
+	var out []*model.Record
+	for _, r := range s.records {
+		if r.StartTime.After(after) && r.StartTime.Before(before) && int64(len(out)) < limit {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+func (s *fakeStore) FinishRecord(_ context.Context, id, status, message string, end time.Time) error {
+	s.finished[id] = model.Record{Status: status, ErrorMessage: message, EndTime: &end}
+	return nil
+}
+
+// fakeTemporal answers Describe from a table of workflow states; a missing workflow
+// is NotFound, and "down" an unavailable server.
+type fakeTemporal map[string]enums.WorkflowExecutionStatus
+
+var closedAt = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+
+func (t fakeTemporal) DescribeWorkflowExecution(_ context.Context, id, _ string) (*workflowservice.DescribeWorkflowExecutionResponse, error) {
+	if id == "down" {
+		return nil, serviceerror.NewUnavailable("temporal is restarting")
+	}
+	status, ok := t[id]
+	if !ok {
+		return nil, serviceerror.NewNotFound("workflow not found")
+	}
+	info := &workflowpb.WorkflowExecutionInfo{Status: status}
+	if status != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		info.CloseTime = timestamppb.New(closedAt)
+	}
+	return &workflowservice.DescribeWorkflowExecutionResponse{WorkflowExecutionInfo: info}, nil
+}
+
+// TestOnceClosesRecordsOfClosedWorkflows: each way a workflow can close without
+// writing its record's ending puts the record in the matching terminal state at the
+// workflow's close time; a running workflow, a record too young to check and a
+// Temporal that does not answer leave the record as it is.
+func TestOnceClosesRecordsOfClosedWorkflows(t *testing.T) {
+	old := time.Now().Add(-time.Hour)
+	temporal := fakeTemporal{
+		"terminated": enums.WORKFLOW_EXECUTION_STATUS_TERMINATED,
+		"cancelled":  enums.WORKFLOW_EXECUTION_STATUS_CANCELED,
+		"timed-out":  enums.WORKFLOW_EXECUTION_STATUS_TIMED_OUT,
+		"completed":  enums.WORKFLOW_EXECUTION_STATUS_COMPLETED,
+		"failed":     enums.WORKFLOW_EXECUTION_STATUS_FAILED,
+		"running":    enums.WORKFLOW_EXECUTION_STATUS_RUNNING,
+		"young":      enums.WORKFLOW_EXECUTION_STATUS_TERMINATED,
+	}
+	want := map[string]struct{ status, message string }{
+		"terminated": {model.StatusAborted, "the record's workflow was terminated in Temporal"},
+		"cancelled":  {model.StatusAborted, ""},
+		"timed-out":  {model.StatusFailed, "the record's workflow timed out"},
+		"completed":  {model.StatusSuccess, ""},
+		"failed":     {model.StatusFailed, "the record's workflow ended as Failed"},
+		"lost":       {model.StatusFailed, "the record's workflow does not exist in Temporal"},
+	}
+	st := &fakeStore{finished: map[string]model.Record{}}
+	for i, id := range []string{"terminated", "cancelled", "timed-out", "completed", "failed", "lost", "running", "down"} {
+		st.records = append(st.records, &model.Record{ID: id, WorkflowID: id, Status: model.StatusRunning, StartTime: old.Add(time.Duration(i) * time.Second)})
+	}
+	st.records = append(st.records, &model.Record{ID: "young", WorkflowID: "young", Status: model.StatusRunning, StartTime: time.Now()})
+
+	err := (&reconcile.Reconciler{Store: st, Temporal: temporal}).Once(context.Background())
+	var unavailable *serviceerror.Unavailable
+	if !errors.As(err, &unavailable) {
+		t.Errorf("Once: %v, want the unreachable workflow's error reported", err)
+	}
+	for id, w := range want {
+		got, ok := st.finished[id]
+		switch {
+		case !ok:
+			t.Errorf("record %s not closed", id)
+		case got.Status != w.status || got.ErrorMessage != w.message:
+			t.Errorf("record %s closed %s %q, want %s %q", id, got.Status, got.ErrorMessage, w.status, w.message)
+		case id != "lost" && !got.EndTime.Equal(closedAt):
+			t.Errorf("record %s ended %v, want the workflow's close time %v", id, got.EndTime, closedAt)
+		}
+	}
+	for _, id := range []string{"running", "down", "young"} {
+		if got, ok := st.finished[id]; ok {
+			t.Errorf("record %s closed %+v, want it left alone", id, got)
+		}
+	}
+}
