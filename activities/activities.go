@@ -480,12 +480,12 @@ func (a *Activities) openAttemptLog(ctx context.Context, in StageInput, task str
 	if err != nil {
 		return nil, err
 	}
-	if attempt > 1 {
-		subject := "Stage: " + stageTitle(in.Stage)
-		if task != "" {
-			subject = "Task: " + task
-		}
-		fmt.Fprintf(log, "%s attempt %d\n", subject, attempt)
+	switch {
+	case attempt <= 1:
+	case task == "":
+		fmt.Fprintf(log, "Stage: %s attempt %d\n", stageTitle(in.Stage), attempt)
+	default:
+		fmt.Fprintf(log, "%s%d\n", logs.TaskAttemptPrefix(task), attempt)
 	}
 	return log, nil
 }

@@ -207,6 +207,16 @@ func gitRedirectHint(output []byte) string {
 	return fmt.Sprintf(" (the server answered with a redirect, HTTP %s: checkouts follow no redirect, give the repository's final URL)", m[1])
 }
 
+// gitFetchHints explain a failed git fetch from its output: a redirect it did not
+// follow, and that no credentials were given when none were.
+func gitFetchHints(output []byte, withCredentials bool) string {
+	hints := gitRedirectHint(output)
+	if !withCredentials {
+		hints += " (no credentials were given for this repository)"
+	}
+	return hints
+}
+
 var gitRedirectRe = regexp.MustCompile(`returned error: (3[0-9][0-9])\b`)
 
 // checkoutError turns an SCM error met by a checkout into the stage's: a
@@ -260,10 +270,7 @@ func gitCheckout(ctx context.Context, repoURL, ref string, pins []string, user, 
 				msg := fmt.Sprintf("git %s failed (exit code %d): ref %q of %s could not be checked out",
 					args[0], exitErr.ExitCode(), ref, shownURL)
 				if args[0] == "fetch" {
-					msg += gitRedirectHint(out.tail.Bytes())
-				}
-				if password == "" && args[0] == "fetch" {
-					msg += " (no credentials were given for this repository)"
+					msg += gitFetchHints(out.tail.Bytes(), password != "")
 				}
 				return nil, temporal.NewNonRetryableApplicationError(msg, ErrTypeStepFailed, nil)
 			}
@@ -319,19 +326,19 @@ func svnCheckout(ctx context.Context, src *model.CodeSource, ref, user, password
 	return &model.Commit{ID: revision, Message: "revision " + revision}, nil
 }
 
-// svnHead names the latest revision in a Subversion ref: "HEAD" alone is the source's
+// SVNHead names the latest revision in a Subversion ref: "HEAD" alone is the source's
 // URL at its latest revision (what a cron record of an SVN pipeline builds).
-const svnHead = "HEAD"
+const SVNHead = "HEAD"
 
 // svnTarget is the URL and revision ("": HEAD) a Subversion ref names below src.
 func svnTarget(src *model.CodeSource, ref string) (target, rev string, err error) {
 	path := ref
 	if p, r, ok := strings.Cut(ref, "@"); ok {
 		path, rev = p, r
-	} else if isDigits(ref) || ref == svnHead {
+	} else if isDigits(ref) || ref == SVNHead {
 		path, rev = "", ref
 	}
-	if rev == svnHead {
+	if rev == SVNHead {
 		rev = ""
 	}
 	if rev != "" && !isDigits(rev) {

@@ -232,10 +232,7 @@ func checkoutStepFailure(rep checkoutReport, code int, svnSource bool, ref, show
 	}
 	msg := fmt.Sprintf("git %s failed (exit code %d): ref %q of %s could not be checked out%s", rep.failed, code, ref, shown, hint)
 	if rep.failed == "fetch" {
-		msg += gitRedirectHint(tail)
-	}
-	if !withCredentials && rep.failed == "fetch" {
-		msg += " (no credentials were given for this repository)"
+		msg += gitFetchHints(tail, withCredentials)
 	}
 	return failStep("%s", msg)
 }

@@ -231,7 +231,7 @@ func (h *handlers) getLogStream(c echo.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	opts := h.logStream.withDefaults()
+	opts := h.logStream
 	revoked := h.watchToken(ctx, c, cancel)
 	send := newLineSender(ctx, conn, opts.SlowClient)
 	var noPong atomic.Bool
@@ -465,7 +465,7 @@ func (w *logWalk) taskRounds(ctx context.Context, stage string, tasks []string) 
 	for {
 		more := false
 		for i, task := range tasks {
-			banner := "Task: " + task + " attempt "
+			banner := logs.TaskAttemptPrefix(task)
 			from := pos[i]
 			next, cut, err := w.part(ctx, w.q.stream(stage, task), from,
 				func(n int64, l string) bool { return n > from && strings.HasPrefix(l, banner) },

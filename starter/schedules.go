@@ -44,7 +44,7 @@ func crons(p *model.Pipeline) []model.Cron {
 // SVNHead is the ref of a cron record of a Subversion pipeline: the source's URL (and
 // path) at its latest revision. Subversion has no default branch: the URL names what
 // is built, so a branch name such as "trunk" would be appended to it.
-const SVNHead = "HEAD"
+const SVNHead = activities.SVNHead
 
 // defaultRef is the ref a cron record builds: the main code source's, else HEAD for
 // Subversion and master for git.
@@ -70,20 +70,7 @@ func defaultRef(p *model.Pipeline) string {
 // worker quota, as they are when the schedule is written.
 func scheduleInput(project *model.Project, p *model.Pipeline, c model.Cron, cloud *model.Cloud) activities.RecordInput {
 	params := model.PerformParams{Ref: defaultRef(p), Stages: c.Stages}
-	return activities.RecordInput{
-		ProjectID:    project.ID,
-		PipelineID:   p.ID,
-		Project:      project.Name,
-		Pipeline:     p.Name,
-		Trigger:      model.TriggerCron,
-		Params:       params,
-		Stages:       orderedStages(c.Stages, p.Build.Stages),
-		Build:        p.Build,
-		StageTimeout: p.StageTimeout(),
-		Quota:        workerQuota(project),
-		Cloud:        projectCloud(project),
-		Namespace:    recordNamespace(project, cloud),
-	}
+	return InputOnCloud(&model.Record{Trigger: model.TriggerCron, PerformParams: &params}, project, p, cloud)
 }
 
 // scheduleAction starts the record of the pipeline's i-th cron. Each cron has its own

@@ -164,14 +164,12 @@ func searchAttributesReady(tc client.Client, namespace string, logger *slog.Logg
 	ctx, cancel := context.WithTimeout(context.Background(), searchAttributesWait)
 	defer cancel()
 	err := searchattr.Ensure(ctx, tc, namespace)
-	for delay := 250 * time.Millisecond; err != nil && temporalStarting(err); delay = min(2*delay, 5*time.Second) {
+	for delay := 250 * time.Millisecond; err != nil && temporalStarting(err) && ctx.Err() == nil; delay = min(2*delay, 5*time.Second) {
 		select {
 		case <-ctx.Done():
 		case <-time.After(delay):
-			err = searchattr.Ensure(ctx, tc, namespace)
-			continue
 		}
-		break
+		err = searchattr.Ensure(ctx, tc, namespace)
 	}
 	if err != nil {
 		logger.Warn("records will start without the Cyclone search attributes; add them with "+

@@ -102,3 +102,7 @@ const (
 	// chunkWindow bounds the chunks one LogChunks call reads.
 	chunkWindow = 16
 )
+
+// TaskAttemptPrefix starts the banner that opens a retried attempt's lines in a
+// task's log ("Task: web attempt 2"): the worker writes it, readers find attempts by it.
+func TaskAttemptPrefix(task string) string { return "Task: " + task + " attempt " }

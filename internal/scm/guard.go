@@ -128,11 +128,8 @@ func CheckURL(scmType, raw string) error {
 
 // CheckURLContext is CheckURL under the caller's context.
 func CheckURLContext(ctx context.Context, scmType, raw string) error {
-	u, err := parseURL(scmType, raw)
-	if err != nil {
-		return err
-	}
-	return CheckHost(ctx, u.Hostname())
+	_, err := ResolveURL(ctx, scmType, raw)
+	return err
 }
 
 // ResolveURL is CheckURLContext returning the addresses it checked, for a program

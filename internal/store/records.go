@@ -80,13 +80,15 @@ func (s *Store) DeleteRecord(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	// A record deleted while it ran may still get log lines from its stage: they
+	// are watched for (DeleteOrphanLogs). A rotated record is finished, so is not.
+	s.rotation.noteDeleted(id, now())
 	return errors.Join(
 		s.countRecord(ctx, gone, gone.CountedLevel, countedNothing),
 		s.forgetRecent(ctx, gone))
 }
 
-// takeRecord deletes record id and returns it as it was. The logs a stage writes
-// after that are watched for (DeleteOrphanLogs).
+// takeRecord deletes record id and returns it as it was.
 func (s *Store) takeRecord(ctx context.Context, id string) (*model.Record, error) {
 	var gone model.Record
 	err := s.records.FindOneAndDelete(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&gone)
@@ -96,7 +98,6 @@ func (s *Store) takeRecord(ctx context.Context, id string) (*model.Record, error
 	if err != nil {
 		return nil, err
 	}
-	s.rotation.noteDeleted(id, now())
 	return &gone, nil
 }
 

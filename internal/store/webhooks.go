@@ -8,6 +8,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/cycloneci/cyclone/internal/model"
 )
@@ -47,19 +48,17 @@ func (s *Store) SetPipelineWebhook(ctx context.Context, pipelineID string, h *mo
 	if h == nil {
 		update = bson.D{{Key: "$unset", Value: bson.D{{Key: "webhook", Value: ""}}}}
 	}
-	res, err := s.pipelines.UpdateOne(ctx, bson.D{{Key: "_id", Value: pipelineID}}, update)
-	if err != nil {
-		return err
-	}
-	if res.MatchedCount == 0 {
+	var p model.Pipeline
+	err := s.pipelines.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: pipelineID}}, update,
+		options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&p)
+	if errors.Is(err, mongo.ErrNoDocuments) {
 		return ErrNotFound
 	}
-	// The pipeline list reads pipelines from their cards: keep the card's copy in step.
-	p, err := s.GetPipelineByID(ctx, pipelineID)
 	if err != nil {
 		return err
 	}
-	return s.cardPipeline(ctx, p)
+	// The pipeline list reads pipelines from their cards: keep the card's copy in step.
+	return s.cardPipeline(ctx, &p)
 }
 
 // PipelinesBySVNRepo lists the pipelines whose main code source is the Subversion
