@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -32,6 +33,9 @@ type Store interface {
 	ListRecords(ctx context.Context, pipelineID string, o store.ListOptions) ([]*model.Record, int64, error)
 	ListPipelinesRecent(ctx context.Context, projectID string, o store.ListOptions, rc store.RecentCounts) ([]*model.ListedPipeline, int64, error)
 	DeleteRecord(ctx context.Context, id string) error
+	// FinishRecord writes the ending of a record whose workflow closed without
+	// writing it; a terminal record is left as it is.
+	FinishRecord(ctx context.Context, id, status, errorMessage string, end time.Time) error
 	RecordStats(ctx context.Context, q store.StatsQuery) ([]store.DayStats, error)
 }
 

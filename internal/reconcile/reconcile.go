@@ -22,6 +22,11 @@ import (
 // Store is what the reconciler reads and writes.
 type Store interface {
 	ListUnfinishedRecords(ctx context.Context, after, before time.Time, limit int64) ([]*model.Record, error)
+	Finisher
+}
+
+// Finisher writes a record's ending; a record already terminal is left as it is.
+type Finisher interface {
 	FinishRecord(ctx context.Context, id, status, errorMessage string, end time.Time) error
 }
 
@@ -99,34 +104,60 @@ func (r *Reconciler) Once(ctx context.Context) error {
 }
 
 func (r *Reconciler) reconcile(ctx context.Context, rec *model.Record) error {
-	desc, err := r.Temporal.DescribeWorkflowExecution(ctx, rec.WorkflowID, "")
+	ending, err := Record(ctx, r.Store, r.Temporal, rec)
+	if err != nil || ending == nil {
+		return err
+	}
+	r.logger().Info("closed record after its workflow closed", "record", rec.ID,
+		"projectID", rec.ProjectID, "pipelineID", rec.PipelineID, "status", ending.Status, "reason", ending.Message)
+	r.Metrics.RecordFinished(ending.Status)
+	return nil
+}
+
+// Ending is how a record was closed after its workflow closed.
+type Ending struct {
+	Status  string    // the record's terminal status
+	Message string    // its error message, "" for none
+	End     time.Time // the workflow's close time (now for one Temporal does not know)
+}
+
+// Record closes rec if its workflow has closed without writing its ending: in the
+// status the way the workflow closed means, at the workflow's close time; a workflow
+// Temporal does not know fails the record. It returns the ending written, or nil
+// while the workflow runs (it will write its own ending). A record that is already
+// terminal in st keeps its status.
+func Record(ctx context.Context, st Finisher, tc Temporal, rec *model.Record) (*Ending, error) {
+	ending, err := workflowEnding(ctx, tc, rec.WorkflowID)
+	if err != nil || ending == nil {
+		return nil, err
+	}
+	if err := st.FinishRecord(ctx, rec.ID, ending.Status, ending.Message, ending.End); err != nil {
+		return nil, err
+	}
+	return ending, nil
+}
+
+// workflowEnding describes the workflow and tells the ending its record should have,
+// nil while the workflow runs.
+func workflowEnding(ctx context.Context, tc Temporal, workflowID string) (*Ending, error) {
+	desc, err := tc.DescribeWorkflowExecution(ctx, workflowID, "")
 	var notFound *serviceerror.NotFound
 	if errors.As(err, &notFound) {
-		return r.finish(ctx, rec, model.StatusFailed, "the record's workflow does not exist in Temporal", time.Now())
+		return &Ending{Status: model.StatusFailed, Message: "the record's workflow does not exist in Temporal", End: time.Now()}, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	info := desc.GetWorkflowExecutionInfo()
 	status, message := terminalStatus(info.GetStatus())
 	if status == "" {
-		return nil // still running: the workflow will write its own ending
+		return nil, nil // still running: the workflow will write its own ending
 	}
 	end := time.Now()
 	if ct := info.GetCloseTime(); ct != nil {
 		end = ct.AsTime()
 	}
-	return r.finish(ctx, rec, status, message, end)
-}
-
-func (r *Reconciler) finish(ctx context.Context, rec *model.Record, status, message string, end time.Time) error {
-	r.logger().Info("closing record after its workflow closed", "record", rec.ID,
-		"projectID", rec.ProjectID, "pipelineID", rec.PipelineID, "status", status, "reason", message)
-	if err := r.Store.FinishRecord(ctx, rec.ID, status, message, end); err != nil {
-		return err
-	}
-	r.Metrics.RecordFinished(status)
-	return nil
+	return &Ending{Status: status, Message: message, End: end}, nil
 }
 
 // terminalStatus maps a closed workflow to the record status it means; "" while the
