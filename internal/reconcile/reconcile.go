@@ -21,7 +21,10 @@ import (
 
 // Store is what the reconciler reads and writes.
 type Store interface {
-	ListUnfinishedRecords(ctx context.Context, after, before time.Time, limit int64) ([]*model.Record, error)
+	// ListUnfinishedRecords lists up to limit Pending or Running records that
+	// started before before, in the order (start time, ID), from the one after the
+	// record (after, afterID) on.
+	ListUnfinishedRecords(ctx context.Context, after time.Time, afterID string, before time.Time, limit int64) ([]*model.Record, error)
 	Finisher
 }
 
@@ -47,6 +50,8 @@ type Reconciler struct {
 	// Grace is how old a record must be before it is checked, so a record whose
 	// workflow is being started is left alone (default 30s).
 	Grace time.Duration
+	// PageSize is how many records a pass reads from the store at a time (default 500).
+	PageSize int64
 }
 
 // Run reconciles every Interval until ctx ends.
@@ -82,12 +87,16 @@ func (r *Reconciler) Once(ctx context.Context) error {
 	if grace == 0 {
 		grace = 30 * time.Second
 	}
-	const page = 500
+	page := r.PageSize
+	if page <= 0 {
+		page = 500
+	}
 	before := time.Now().Add(-grace)
 	var after time.Time
+	var afterID string
 	var errs []error
 	for {
-		recs, err := r.Store.ListUnfinishedRecords(ctx, after, before, page)
+		recs, err := r.Store.ListUnfinishedRecords(ctx, after, afterID, before, page)
 		if err != nil {
 			return errors.Join(append(errs, err)...)
 		}
@@ -96,10 +105,12 @@ func (r *Reconciler) Once(ctx context.Context) error {
 				errs = append(errs, fmt.Errorf("record %s: %w", rec.ID, err))
 			}
 		}
-		if len(recs) < page {
+		if int64(len(recs)) < page {
 			return errors.Join(errs...)
 		}
-		after = recs[len(recs)-1].StartTime
+		// Records that started at the same instant as the last one may follow it.
+		last := recs[len(recs)-1]
+		after, afterID = last.StartTime, last.ID
 	}
 }
 

@@ -1,8 +1,11 @@
 package reconcile_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -20,12 +23,23 @@ import (
 type fakeStore struct {
 	records  []*model.Record
 	finished map[string]model.Record // by ID: status, message, end time
+	lists    int                     // ListUnfinishedRecords calls
 }
 
-func (s *fakeStore) ListUnfinishedRecords(_ context.Context, after, before time.Time, limit int64) ([]*model.Record, error) {
+// ListUnfinishedRecords pages as the store does: in the order (start time, ID), from
+// the record after (after, afterID).
+func (s *fakeStore) ListUnfinishedRecords(_ context.Context, after time.Time, afterID string, before time.Time, limit int64) ([]*model.Record, error) {
+	if s.lists++; s.lists > 100 {
+		return nil, errors.New("fakeStore: 100 pages listed; the pass does not move forward")
+	}
+	recs := slices.Clone(s.records)
+	slices.SortFunc(recs, func(a, b *model.Record) int {
+		return cmp.Or(a.StartTime.Compare(b.StartTime), cmp.Compare(a.ID, b.ID))
+	})
 	var out []*model.Record
-	for _, r := range s.records {
-		if r.StartTime.After(after) && r.StartTime.Before(before) && int64(len(out)) < limit {
+	for _, r := range recs {
+		next := r.StartTime.After(after) || r.StartTime.Equal(after) && r.ID > afterID
+		if next && r.StartTime.Before(before) && int64(len(out)) < limit {
 			out = append(out, r)
 		}
 	}
@@ -107,5 +121,35 @@ func TestOnceClosesRecordsOfClosedWorkflows(t *testing.T) {
 		if got, ok := st.finished[id]; ok {
 			t.Errorf("record %s closed %+v, want it left alone", id, got)
 		}
+	}
+}
+
+// TestOncePagesThroughTiedStartTimes: records that started at the same instant, more
+// of them than a page holds, are all visited, however a page boundary falls among
+// them, and each page is read once.
+func TestOncePagesThroughTiedStartTimes(t *testing.T) {
+	tied := time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)
+	temporal := fakeTemporal{}
+	st := &fakeStore{finished: map[string]model.Record{}}
+	add := func(id string, start time.Time) {
+		temporal[id] = enums.WORKFLOW_EXECUTION_STATUS_TERMINATED
+		st.records = append(st.records, &model.Record{ID: id, WorkflowID: id, Status: model.StatusRunning, StartTime: start})
+	}
+	add("before", tied.Add(-time.Second))
+	for i := 7; i >= 1; i-- { // stored out of ID order
+		add(fmt.Sprintf("tied-%d", i), tied)
+	}
+	add("after", tied.Add(time.Second))
+
+	if err := (&reconcile.Reconciler{Store: st, Temporal: temporal, PageSize: 3}).Once(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range st.records {
+		if got, ok := st.finished[r.ID]; !ok || got.Status != model.StatusAborted {
+			t.Errorf("record %s (started %v): closed %v, status %q; want it closed Aborted", r.ID, r.StartTime, ok, got.Status)
+		}
+	}
+	if want := len(st.records)/3 + 1; st.lists != want { // 3 full pages, then an empty one
+		t.Errorf("%d pages listed, want %d", st.lists, want)
 	}
 }

@@ -58,14 +58,20 @@ func (s *Store) ListRecords(ctx context.Context, pipelineID string, o ListOption
 }
 
 // ListUnfinishedRecords returns up to limit records not in a terminal state that
-// started after `after` and before `before`, oldest first, for reconciliation with
-// Temporal. Page by passing the last record's start time as `after`.
-func (s *Store) ListUnfinishedRecords(ctx context.Context, after, before time.Time, limit int64) ([]*model.Record, error) {
+// started before `before`, in the order (start time, ID), from the one after the
+// record (after, afterID) on, for reconciliation with Temporal. Page by passing the
+// last record's start time and ID; the zero time and "" start from the oldest.
+func (s *Store) ListUnfinishedRecords(ctx context.Context, after time.Time, afterID string, before time.Time, limit int64) ([]*model.Record, error) {
 	filter := bson.D{
-		{Key: "status", Value: bson.D{{Key: "$in", Value: bson.A{model.StatusPending, model.StatusRunning}}}},
-		{Key: "startTime", Value: bson.D{{Key: "$gt", Value: after}, {Key: "$lt", Value: before}}},
+		{Key: "status", Value: bson.D{{Key: "$in", Value: unfinishedStatuses}}},
+		{Key: "startTime", Value: bson.D{{Key: "$lt", Value: before}}},
+		{Key: "$or", Value: bson.A{
+			bson.D{{Key: "startTime", Value: bson.D{{Key: "$gt", Value: after}}}},
+			bson.D{{Key: "startTime", Value: after}, {Key: "_id", Value: bson.D{{Key: "$gt", Value: afterID}}}},
+		}},
 	}
-	items, _, err := list[model.Record](ctx, s.records, filter, bson.D{{Key: "startTime", Value: 1}}, ListOptions{Limit: limit})
+	oldestFirst := bson.D{{Key: "startTime", Value: 1}, {Key: "_id", Value: 1}}
+	items, _, err := list[model.Record](ctx, s.records, filter, oldestFirst, ListOptions{Limit: limit})
 	return items, err
 }
 

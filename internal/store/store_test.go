@@ -200,7 +200,7 @@ func TestRecordProjection(t *testing.T) {
 		t.Fatalf("terminal record moved to %s", r.Status)
 	}
 
-	unfinished, err := st.ListUnfinishedRecords(ctx, time.Time{}, time.Now(), 100)
+	unfinished, err := st.ListUnfinishedRecords(ctx, time.Time{}, "", time.Now(), 100)
 	if err != nil || len(unfinished) != 2 {
 		t.Fatalf("unfinished: %v %v", ids(unfinished), err)
 	}
