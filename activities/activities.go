@@ -37,7 +37,7 @@ type Store interface {
 	CreateRecord(ctx context.Context, r *model.Record) error
 	SetRecordRunning(ctx context.Context, id, runID, name string) error
 	UpdateStage(ctx context.Context, id string, u model.StageUpdate) error
-	FinishRecord(ctx context.Context, id, status, errorMessage string, end time.Time) error
+	FinishRecordWith(ctx context.Context, id, status, errorMessage string, end time.Time, stages []model.StageUpdate) error
 	GetRecordByID(ctx context.Context, id string) (*model.Record, error)
 	ProjectCredentials(ctx context.Context, projectID string) (*store.Credentials, error)
 	PipelineSecrets(ctx context.Context, pipelineID string) (*store.PipelineSecrets, error)
@@ -135,11 +135,24 @@ type RecordInput struct {
 	// Cloud is the cloud the project's records run on ("" or model.DefaultCloudName:
 	// any worker); the record's environment is set up by a worker serving it.
 	Cloud string `json:"cloud,omitempty"`
+	// Generation is the PipelineRecord behaviour the record was started for (see
+	// RecordGeneration); 0 for records started before generations: the workflow
+	// then asks workflow.GetVersion, as those records did.
+	Generation int `json:"generation,omitempty"`
 	// Namespace is the Kubernetes namespace of the record's pods and workspace claim
 	// (the project's worker.location.namespace, else its Kubernetes cloud's); ""
 	// (and every record started before it existed) is the executor's default.
 	Namespace string `json:"namespace,omitempty"`
 }
+
+// RecordGeneration is the Generation of the records started now. A record of a
+// generation runs as the workflow's GetVersion changes up to that generation
+// decided for it, without asking: asking records a marker and upserts the
+// TemporalChangeVersion search attribute (a visibility write) per change and record.
+// Generation 1 stands for version 1 of "capacity-queue", "local-environment" and
+// "scm-tag-and-commit-status". A new incompatible change takes a GetVersion of its
+// own; a generation may cover it once no record of an older one runs.
+const RecordGeneration = 1
 
 // SlotTaskQueue is the task queue where records wait for room on their cloud
 // (AcquireSlot): its own, so that waiting records never take the places of the
@@ -180,6 +193,13 @@ type StageInput struct {
 	// IntegrationTestPassed says this record's integrationTest stage succeeded, for
 	// imageRelease's IntegrationTestSuccess policy.
 	IntegrationTestPassed bool `json:"integrationTestPassed,omitempty"`
+	// CarryOutcome says the workflow carries a successful stage's outcome on (it
+	// comes back from RunStage instead of being written), so that writing it is not
+	// between the step and the next stage: the next stage writes it while its own
+	// step runs (Deferred), or FinishRecord does.
+	CarryOutcome bool `json:"carryOutcome,omitempty"`
+	// Deferred is an earlier stage's outcome not written yet (see CarryOutcome).
+	Deferred *model.StageUpdate `json:"deferred,omitempty"`
 }
 
 // CreateScheduledRecord writes the record of a run a cron's schedule started (a
@@ -244,10 +264,11 @@ func (a *Activities) StartRecord(ctx context.Context, req StartRequest) error {
 	return nil
 }
 
-// FinishRecord puts the record in its final state. When nameFromTime is set and the
-// record has no name yet (no commit was checked out), it is named by its start time.
-func (a *Activities) FinishRecord(ctx context.Context, recordID, status, message string, nameFromTime bool) error {
-	err := a.finishRecord(ctx, recordID, status, message, nameFromTime)
+// FinishRecord puts the record in its final state, with the stage outcomes not
+// written yet (see StageInput.CarryOutcome). When nameFromTime is set and the record
+// has no name yet (no commit was checked out), it is named by its start time.
+func (a *Activities) FinishRecord(ctx context.Context, recordID, status, message string, nameFromTime bool, stages []model.StageUpdate) error {
+	err := a.finishRecord(ctx, recordID, status, message, nameFromTime, stages)
 	if errors.Is(err, store.ErrNotFound) {
 		err = nil // the record was deleted while it ran: nothing left to project
 	}
@@ -258,7 +279,7 @@ func (a *Activities) FinishRecord(ctx context.Context, recordID, status, message
 	return err
 }
 
-func (a *Activities) finishRecord(ctx context.Context, recordID, status, message string, nameFromTime bool) error {
+func (a *Activities) finishRecord(ctx context.Context, recordID, status, message string, nameFromTime bool, stages []model.StageUpdate) error {
 	if nameFromTime {
 		r, err := a.Store.GetRecordByID(ctx, recordID)
 		if err != nil {
@@ -270,7 +291,7 @@ func (a *Activities) finishRecord(ctx context.Context, recordID, status, message
 			}
 		}
 	}
-	return a.Store.FinishRecord(ctx, recordID, status, message, a.now())
+	return a.Store.FinishRecordWith(ctx, recordID, status, message, a.now(), stages)
 }
 
 // SetupEnvironment creates the record's workspace (and network) on this worker.
@@ -287,10 +308,29 @@ func (a *Activities) TeardownEnvironment(ctx context.Context, env executor.Envir
 	return a.Executor.Teardown(ctx, env.Record)
 }
 
-// RunStage runs one stage and writes its status into the record.
-func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
+// RunStage runs one stage and writes its status into the record, or, when the
+// stage succeeded and the workflow carries outcomes on (StageInput.CarryOutcome),
+// returns its outcome for a later write. It writes the earlier stage's outcome it
+// was given (StageInput.Deferred) while its step runs.
+func (a *Activities) RunStage(ctx context.Context, in StageInput) (carried *model.StageUpdate, err error) {
 	info := activity.GetInfo(ctx)
 	logger := a.recordLogger(in.Record).With("stage", in.Stage, "attempt", info.Attempt)
+	if in.Deferred != nil {
+		deferredWritten := make(chan error, 1)
+		go func() { deferredWritten <- a.writeOutcome(ctx, in.Record.RecordID, "", *in.Deferred) }()
+		defer func() {
+			// Whatever this stage did, the earlier one's outcome is written (or the
+			// attempt fails, and the workflow carries it on still).
+			if werr := <-deferredWritten; werr != nil && err == nil {
+				carried, err = nil, fmt.Errorf("write the outcome of stage %s: %w", in.Deferred.Stage, werr)
+			}
+		}()
+	}
+	return a.runStageActivity(ctx, in, logger)
+}
+
+func (a *Activities) runStageActivity(ctx context.Context, in StageInput, logger *slog.Logger) (*model.StageUpdate, error) {
+	info := activity.GetInfo(ctx)
 	start := a.now()
 	// The Running mark is written while the step runs rather than before it: it
 	// saves a store round trip per stage, and the final write waits for it. A step
@@ -311,11 +351,15 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 	}()
 	secrets, err := a.loadSecrets(ctx, in.Record)
 	if err != nil {
-		return err
+		close(stepOver)
+		<-running
+		return nil, err
 	}
 	log, err := a.openAttemptLog(ctx, in, "", info.Attempt, secrets.mask)
 	if err != nil {
-		return err
+		close(stepOver)
+		<-running
+		return nil, err
 	}
 	fmt.Fprintf(log, "Stage: %s status: start\n", stageTitle(in.Stage))
 	outcome, runErr := a.runStage(ctx, in, secrets, log)
@@ -356,7 +400,7 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 		a.Metrics.StageFinished(in.Stage, metrics.OutcomeError, end.Sub(start))
 		logger.Warn("worker stopped during the stage; it will be retried")
 		// Benign: a planned stop, which the SDK need not log as an activity error.
-		return temporal.NewApplicationErrorWithOptions("worker stopped during the stage", "WorkerStopped",
+		return nil, temporal.NewApplicationErrorWithOptions("worker stopped during the stage", "WorkerStopped",
 			temporal.ApplicationErrorOptions{Category: temporal.ApplicationErrorCategoryBenign})
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		update.Status = model.StatusFailed
@@ -372,21 +416,30 @@ func (a *Activities) RunStage(ctx context.Context, in StageInput) error {
 		err := maskError(runErr, secrets.mask)
 		a.Metrics.StageFinished(in.Stage, metrics.OutcomeError, end.Sub(start))
 		logger.Warn("stage attempt failed; it will be retried", "error", err)
-		return err
+		return nil, err
 	}
 	a.Metrics.StageFinished(in.Stage, update.Status, end.Sub(start))
 	logger.Info("stage finished", "status", update.Status, "duration", end.Sub(start))
-	if err := a.writeOutcome(ctx, in.Record.RecordID, outcome.name, update); err != nil {
-		return err
-	}
 	if closeErr != nil {
 		// Rerunning the step would not bring the lost lines back.
 		logger.Warn("stage log incomplete", "error", closeErr)
 	}
 	if runErr != nil {
-		return maskError(runErr, secrets.mask)
+		if err := a.writeOutcome(ctx, in.Record.RecordID, outcome.name, update); err != nil {
+			return nil, err
+		}
+		return nil, maskError(runErr, secrets.mask)
 	}
-	return nil
+	// A success the workflow carries on is written later, unless others read it
+	// from the record once the stages are over (the checked out commit, for a tag
+	// or a commit status) or it names the record.
+	if in.CarryOutcome && outcome.commit == nil && outcome.name == "" {
+		return &update, nil
+	}
+	if err := a.writeOutcome(ctx, in.Record.RecordID, outcome.name, update); err != nil {
+		return nil, err
+	}
+	return nil, nil
 }
 
 // runningMarkDelay is how long a stage runs before it is marked Running.

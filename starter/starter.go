@@ -73,9 +73,10 @@ func InputOnCloud(rec *model.Record, project *model.Project, p *model.Pipeline, 
 		StartTime:    rec.StartTime,
 		CommitStatus: rec.Trigger == model.TriggerSCM && project.SCM != nil &&
 			(project.SCM.Type == model.SCMGithub || project.SCM.Type == model.SCMGitlab),
-		Quota:     workerQuota(project),
-		Cloud:     projectCloud(project),
-		Namespace: recordNamespace(project, c),
+		Quota:      workerQuota(project),
+		Cloud:      projectCloud(project),
+		Namespace:  recordNamespace(project, c),
+		Generation: activities.RecordGeneration,
 	}
 }
 

@@ -65,11 +65,11 @@ func PipelineRecord(ctx workflow.Context, in activities.RecordInput) error {
 	}
 	var status, message string
 	// Records wait for room on their cloud before they start (issue 8, capacity).
-	queued := workflow.GetVersion(ctx, CapacityQueueChange, workflow.DefaultVersion, 1) == 1
+	queued := changed(ctx, in, CapacityQueueChange)
 	// From LocalEnvironmentChange on, the record asks its cloud's limit first (a
 	// local activity) and waits only on a limited cloud, and its environment is set
 	// up (and, on the workflow's own queue, torn down) by local activities.
-	local := queued && workflow.GetVersion(ctx, LocalEnvironmentChange, workflow.DefaultVersion, 1) == 1
+	local := queued && changed(ctx, in, LocalEnvironmentChange)
 	waited := queued
 	if local {
 		var limit int
@@ -91,6 +91,8 @@ func PipelineRecord(ctx workflow.Context, in activities.RecordInput) error {
 	// A record without a name of its own is named by its checked out commit, or
 	// else by its start time.
 	nameFromTime := in.Params.Name == ""
+	// carried are stage outcomes the stages left to FinishRecord.
+	var carried []model.StageUpdate
 	if status == "" {
 		var started workflow.Future
 		var name string
@@ -108,14 +110,20 @@ func PipelineRecord(ctx workflow.Context, in activities.RecordInput) error {
 		} else {
 			started = workflow.ExecuteLocalActivity(projection, a.RecordStarted, in.RecordID, info.WorkflowExecution.RunID)
 		}
-		if err := started.Get(ctx, nil); err != nil {
-			if !isCancel(ctx) {
-				return err
+		if in.Generation < 1 {
+			// Records before generations were marked Running before their setup
+			// began; later ones are set up meanwhile (runStages waits for both).
+			if err := started.Get(ctx, nil); err != nil {
+				if !isCancel(ctx) {
+					return err
+				}
+				status = model.StatusAborted
 			}
-			status = model.StatusAborted
-		} else {
+			started = nil
+		}
+		if status == "" {
 			nameFromTime = nameFromTime && name == ""
-			status, message = runStages(ctx, in, local)
+			status, message, carried = runStages(ctx, in, local, started)
 		}
 	}
 	if waited {
@@ -129,7 +137,7 @@ func PipelineRecord(ctx workflow.Context, in activities.RecordInput) error {
 
 	// Whatever happened, record the outcome, even when the workflow was cancelled.
 	finishCtx, _ := workflow.NewDisconnectedContext(projection)
-	if err := workflow.ExecuteLocalActivity(finishCtx, a.FinishRecord, in.RecordID, status, message, nameFromTime).Get(finishCtx, nil); err != nil {
+	if err := workflow.ExecuteLocalActivity(finishCtx, a.FinishRecord, in.RecordID, status, message, nameFromTime, carried).Get(finishCtx, nil); err != nil {
 		return err
 	}
 	switch status {
@@ -149,7 +157,7 @@ func scmFollowUp(ctx workflow.Context, in activities.RecordInput, status, messag
 	if !tag && !in.CommitStatus {
 		return status, message
 	}
-	if workflow.GetVersion(ctx, "scm-tag-and-commit-status", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+	if !changed(ctx, in, scmFollowUpChange) {
 		return status, message
 	}
 	var a *activities.Activities
@@ -172,6 +180,20 @@ func scmFollowUp(ctx workflow.Context, in activities.RecordInput, status, messag
 		}
 	}
 	return status, message
+}
+
+// scmFollowUpChange is the workflow.GetVersion change ID from which a record tags
+// its commit and reports its status to the SCM.
+const scmFollowUpChange = "scm-tag-and-commit-status"
+
+// changed says whether the record runs with the change (a workflow.GetVersion
+// change ID with versions DefaultVersion and 1): a record of a generation
+// (activities.RecordGeneration) does, without a marker; an older one asks.
+func changed(ctx workflow.Context, in activities.RecordInput, changeID string) bool {
+	if in.Generation >= 1 {
+		return true
+	}
+	return workflow.GetVersion(ctx, changeID, workflow.DefaultVersion, 1) == 1
 }
 
 // CapacityQueueChange is the workflow.GetVersion change ID of the capacity queue:
@@ -222,7 +244,13 @@ func waitForRoom(ctx workflow.Context, in activities.RecordInput) (status, messa
 // by a local activity: on the worker running the workflow task, which hands its own
 // task queue to the stages exactly as a SetupEnvironment activity picked up by any
 // worker would, without a round trip through the server.
-func runStages(ctx workflow.Context, in activities.RecordInput, local bool) (status, message string) {
+//
+// started, when not nil, is the record's Running mark still being written: the
+// stages wait for it and for the setup, which go on meanwhile.
+//
+// carried are the stage outcomes left to FinishRecord (see
+// activities.StageInput.CarryOutcome).
+func runStages(ctx workflow.Context, in activities.RecordInput, local bool, started workflow.Future) (status, message string, carried []model.StageUpdate) {
 	var a *activities.Activities
 	setupRetry := &temporal.RetryPolicy{MaximumAttempts: 5}
 	setupCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
@@ -252,19 +280,70 @@ func runStages(ctx workflow.Context, in activities.RecordInput, local bool) (sta
 		setup = workflow.ExecuteActivity(setupCtx, a.SetupEnvironment, in.ExecutorRecord())
 	}
 	var env activities.Environment
-	if err := setup.Get(ctx, &env); err != nil {
+	setupErr := setup.Get(ctx, &env)
+	if started != nil {
+		if err := started.Get(ctx, nil); err != nil && setupErr == nil {
+			defer teardown(ctx, in, env, local)
+			if isCancel(ctx) {
+				return model.StatusAborted, "", nil
+			}
+			return model.StatusFailed, "mark the record running: " + errMessage(err), nil
+		}
+	}
+	if err := setupErr; err != nil {
 		var timeout *temporal.TimeoutError
 		switch {
 		case isCancel(ctx):
-			return model.StatusAborted, ""
+			return model.StatusAborted, "", nil
 		case cloudQueue != "" && errors.As(err, &timeout) && timeout.TimeoutType() == enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START:
-			return model.StatusFailed, fmt.Sprintf("no worker serves the cloud %q (start one with --cloud %s)", in.Cloud, in.Cloud)
+			return model.StatusFailed, fmt.Sprintf("no worker serves the cloud %q (start one with --cloud %s)", in.Cloud, in.Cloud), nil
 		}
-		return model.StatusFailed, "set up the record's environment: " + errMessage(err)
+		return model.StatusFailed, "set up the record's environment: " + errMessage(err), nil
 	}
 
-	// Every stage of the record runs on the worker holding its workspace.
-	stageCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+	stageCtx := workflow.WithActivityOptions(ctx, stageOptions(in, env))
+	defer teardown(ctx, in, env, local)
+
+	integrationTestPassed := false
+	// deferred is the outcome of the last stage that succeeded, until a later
+	// stage has written it (it is handed on until then, and FinishRecord writes it
+	// at last; writing it twice is harmless).
+	var deferred *model.StageUpdate
+	carry := func() []model.StageUpdate {
+		if deferred == nil {
+			return nil
+		}
+		return []model.StageUpdate{*deferred}
+	}
+	for _, stage := range in.Stages {
+		input := activities.StageInput{Record: in, Env: env.Env, Stage: stage, IntegrationTestPassed: integrationTestPassed,
+			CarryOutcome: true, Deferred: deferred}
+		var outcome *model.StageUpdate
+		err := workflow.ExecuteActivity(stageCtx, a.RunStage, input).Get(ctx, &outcome)
+		switch {
+		case err == nil:
+			// The stage wrote the earlier outcome; its own comes back unless written.
+			deferred = outcome
+			if stage == model.StageIntegrationTest {
+				integrationTestPassed = true
+			}
+			continue
+		case isCancel(ctx):
+			return model.StatusAborted, "", carry()
+		case in.Build.Stages.AllowFailure(stage):
+			workflow.GetLogger(ctx).Info("stage failed, allowed to fail", "stage", stage)
+			continue
+		default:
+			return model.StatusFailed, stage + ": " + errMessage(err), carry()
+		}
+	}
+	return model.StatusSuccess, "", carry()
+}
+
+// stageOptions are the options of the record's stage activities: every stage runs
+// on the worker holding the record's workspace.
+func stageOptions(in activities.RecordInput, env activities.Environment) workflow.ActivityOptions {
+	return workflow.ActivityOptions{
 		TaskQueue:              env.TaskQueue,
 		StartToCloseTimeout:    in.StageTimeout,
 		ScheduleToStartTimeout: workerPickupTimeout,
@@ -281,45 +360,26 @@ func runStages(ctx workflow.Context, in activities.RecordInput, local bool) (sta
 			// past the pipeline's timeout are final; anything else is retried.
 			NonRetryableErrorTypes: []string{activities.ErrTypeStepFailed, activities.ErrTypeNotImplemented, "TemporalTimeout:StartToClose"},
 		},
-	})
-	defer func() {
-		teardownCtx, _ := workflow.NewDisconnectedContext(stageCtx)
-		if local && env.TaskQueue == workflowQueue {
-			// The stages ran on the workflow's own queue: any worker running this
-			// workflow holds the environment, this one included.
-			teardownCtx = workflow.WithLocalActivityOptions(teardownCtx, workflow.LocalActivityOptions{
-				StartToCloseTimeout: setupTimeout,
-				RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second, MaximumAttempts: 8},
-			})
-			_ = workflow.ExecuteLocalActivity(teardownCtx, a.TeardownEnvironment, env.Env).Get(teardownCtx, nil)
-			return
-		}
-		teardownCtx = workflow.WithHeartbeatTimeout(teardownCtx, 0)
-		teardownCtx = workflow.WithStartToCloseTimeout(teardownCtx, setupTimeout)
-		_ = workflow.ExecuteActivity(teardownCtx, a.TeardownEnvironment, env.Env).Get(teardownCtx, nil)
-	}()
-
-	status = model.StatusSuccess
-	integrationTestPassed := false
-	for _, stage := range in.Stages {
-		input := activities.StageInput{Record: in, Env: env.Env, Stage: stage, IntegrationTestPassed: integrationTestPassed}
-		err := workflow.ExecuteActivity(stageCtx, a.RunStage, input).Get(ctx, nil)
-		switch {
-		case err == nil:
-			if stage == model.StageIntegrationTest {
-				integrationTestPassed = true
-			}
-			continue
-		case isCancel(ctx):
-			return model.StatusAborted, ""
-		case in.Build.Stages.AllowFailure(stage):
-			workflow.GetLogger(ctx).Info("stage failed, allowed to fail", "stage", stage)
-			continue
-		default:
-			return model.StatusFailed, stage + ": " + errMessage(err)
-		}
 	}
-	return status, ""
+}
+
+// teardown removes the record's environment, even when the record was cancelled.
+func teardown(ctx workflow.Context, in activities.RecordInput, env activities.Environment, local bool) {
+	var a *activities.Activities
+	teardownCtx, _ := workflow.NewDisconnectedContext(workflow.WithActivityOptions(ctx, stageOptions(in, env)))
+	if local && env.TaskQueue == workflow.GetInfo(ctx).TaskQueueName {
+		// The stages ran on the workflow's own queue: any worker running this
+		// workflow holds the environment, this one included.
+		teardownCtx = workflow.WithLocalActivityOptions(teardownCtx, workflow.LocalActivityOptions{
+			StartToCloseTimeout: setupTimeout,
+			RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second, MaximumAttempts: 8},
+		})
+		_ = workflow.ExecuteLocalActivity(teardownCtx, a.TeardownEnvironment, env.Env).Get(teardownCtx, nil)
+		return
+	}
+	teardownCtx = workflow.WithHeartbeatTimeout(teardownCtx, 0)
+	teardownCtx = workflow.WithStartToCloseTimeout(teardownCtx, setupTimeout)
+	_ = workflow.ExecuteActivity(teardownCtx, a.TeardownEnvironment, env.Env).Get(teardownCtx, nil)
 }
 
 // isCancel reports whether the record was cancelled. It looks at the workflow's own

@@ -32,6 +32,7 @@ const stageQueue = "cyclone-worker-w1"
 type finishCall struct {
 	recordID, status, message string
 	nameFromTime              bool
+	carried                   []string // "<stage>:<status>" of each outcome handed over
 }
 
 // stageCall is one RunStage attempt as the mock saw it.
@@ -39,6 +40,7 @@ type stageCall struct {
 	stage     string
 	attempt   int32
 	taskQueue string
+	deferred  string // the stage whose outcome the attempt was handed, if any
 }
 
 // RecordSuite runs PipelineRecord in the SDK's test environment with every activity
@@ -127,13 +129,24 @@ func (s *RecordSuite) SetupTest() {
 			return s.setup(ctx, rec)
 		}).Maybe()
 	s.env.OnActivity(a.RunStage, mock.Anything, mock.Anything).Return(
-		func(ctx context.Context, in activities.StageInput) error {
+		func(ctx context.Context, in activities.StageInput) (*model.StageUpdate, error) {
 			info := activity.GetInfo(ctx)
+			call := stageCall{stage: in.Stage, attempt: info.Attempt, taskQueue: info.TaskQueue}
+			if in.Deferred != nil {
+				call.deferred = in.Deferred.Stage
+			}
 			s.mu.Lock()
 			s.log = append(s.log, "RunStage:"+in.Stage)
-			s.stages = append(s.stages, stageCall{stage: in.Stage, attempt: info.Attempt, taskQueue: info.TaskQueue})
+			s.stages = append(s.stages, call)
 			s.mu.Unlock()
-			return s.runStage(ctx, in)
+			if err := s.runStage(ctx, in); err != nil {
+				return nil, err
+			}
+			if !in.CarryOutcome {
+				return nil, nil
+			}
+			// As the real RunStage does, a success comes back for a later write.
+			return &model.StageUpdate{Stage: in.Stage, Status: model.StatusSuccess}, nil
 		}).Maybe()
 	s.env.OnActivity(a.TeardownEnvironment, mock.Anything, mock.Anything).Return(
 		func(ctx context.Context, env executor.Environment) error {
@@ -147,11 +160,15 @@ func (s *RecordSuite) SetupTest() {
 			}
 			return s.teardownErr
 		}).Maybe()
-	s.env.OnActivity(a.FinishRecord, mock.Anything, mock.Anything, mock.Anything, mock.Anything, mock.Anything).Return(
-		func(ctx context.Context, recordID, status, message string, nameFromTime bool) error {
+	s.env.OnActivity(a.FinishRecord, mock.Anything, mock.Anything, mock.Anything, mock.Anything, mock.Anything, mock.Anything).Return(
+		func(ctx context.Context, recordID, status, message string, nameFromTime bool, stages []model.StageUpdate) error {
+			var carried []string
+			for _, u := range stages {
+				carried = append(carried, u.Stage+":"+u.Status)
+			}
 			s.mu.Lock()
 			s.log = append(s.log, "FinishRecord:"+status)
-			s.finishes = append(s.finishes, finishCall{recordID, status, message, nameFromTime})
+			s.finishes = append(s.finishes, finishCall{recordID, status, message, nameFromTime, carried})
 			s.mu.Unlock()
 			return nil
 		}).Maybe()
@@ -167,10 +184,16 @@ func (s *RecordSuite) add(entry string) {
 	s.log = append(s.log, entry)
 }
 
+// calls is the log of calls. The Running mark and the setup of a record of a
+// generation run at once: whichever came first, they are logged in that order.
 func (s *RecordSuite) calls() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]string(nil), s.log...)
+	out := append([]string(nil), s.log...)
+	if len(out) >= 2 && out[0] == "SetupEnvironment" && out[1] == "RecordStarted" {
+		out[0], out[1] = out[1], out[0]
+	}
+	return out
 }
 
 func (s *RecordSuite) stageNames() []string {
@@ -275,7 +298,35 @@ func (s *RecordSuite) TestStageOrder() {
 	want = append(want, "TeardownEnvironment", "FinishRecord:"+model.StatusSuccess)
 	s.Equal(want, s.calls())
 	f := s.finished()
-	s.Equal(finishCall{recordID: "rec-1", status: model.StatusSuccess, message: "", nameFromTime: true}, f)
+	// Each stage's outcome is handed to the next stage to write, the last one's to
+	// FinishRecord.
+	s.Equal(finishCall{recordID: "rec-1", status: model.StatusSuccess, message: "", nameFromTime: true,
+		carried: []string{model.StageImageRelease + ":" + model.StatusSuccess}}, f)
+	for i, c := range s.stages {
+		if i == 0 {
+			s.Empty(c.deferred, "the first stage has no earlier outcome to write")
+			continue
+		}
+		s.Equal(model.StageOrder[i-1], c.deferred, "stage %s must write the outcome of the stage before it", c.stage)
+	}
+}
+
+// TestCarriedOutcomeAfterFailure: when a stage fails, the outcome of the stage that
+// succeeded before it still reaches FinishRecord (the failed attempt may not have
+// written it), and a stage that wrote its own outcome hands nothing on.
+func (s *RecordSuite) TestCarriedOutcomeAfterFailure() {
+	s.runStage = func(_ context.Context, in activities.StageInput) error {
+		if in.Stage == model.StagePackage {
+			return stepFailed("command exited with code 2")
+		}
+		return nil
+	}
+	err := s.run(recordInput(model.StageUnitTest, model.StagePackage, model.StageImageBuild))
+	s.Error(err)
+	f := s.finished()
+	s.Equal(model.StatusFailed, f.status)
+	s.Equal([]string{model.StageUnitTest + ":" + model.StatusSuccess}, f.carried)
+	s.Equal(model.StageUnitTest, s.stages[1].deferred)
 }
 
 // TestStageSelection: only the stages of in.Stages run, though all seven are

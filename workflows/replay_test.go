@@ -205,3 +205,61 @@ func TestReplayLocalEnvironmentHistory(t *testing.T) {
 		t.Fatalf("PipelineRecord no longer replays %s: %v", localEnvHistoryFile, err)
 	}
 }
+
+// generationHistoryFile is the history of a record of generation 1
+// (activities.RecordGeneration) with three command stages, Success, on a single
+// worker, recorded from the record benchmark's `cyclone dev` shape (a record started
+// through the API): no GetVersion markers, no search attribute upserts, each stage's
+// outcome carried to the next stage and the last one to FinishRecord.
+const generationHistoryFile = "testdata/pipeline_record_history_generation1.json"
+
+func TestReplayGenerationHistory(t *testing.T) {
+	logger := sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	replayer := worker.NewWorkflowReplayer()
+	replayer.RegisterWorkflowWithOptions(workflows.PipelineRecord, workflow.RegisterOptions{Name: workflows.RecordWorkflowName})
+	if err := replayer.ReplayWorkflowHistoryFromJSONFile(logger, generationHistoryFile); err != nil {
+		t.Fatalf("PipelineRecord no longer replays %s: %v", generationHistoryFile, err)
+	}
+}
+
+// TestGenerationHistoryShape checks what a record of a generation saves: the stored
+// history is of such a record, and it asked no GetVersion (no version marker, no
+// TemporalChangeVersion upsert: a visibility write each).
+func TestGenerationHistoryShape(t *testing.T) {
+	f, err := os.Open(generationHistoryFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	hist, err := client.HistoryFromJSON(f, client.HistoryJSONOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := hist.GetEvents()
+	var in activities.RecordInput
+	if err := converter.GetDefaultDataConverter().FromPayloads(events[0].GetWorkflowExecutionStartedEventAttributes().GetInput(), &in); err != nil {
+		t.Fatal(err)
+	}
+	if in.Generation != activities.RecordGeneration {
+		t.Fatalf("recorded record of generation %d, want %d", in.Generation, activities.RecordGeneration)
+	}
+	localActivities := 0
+	for _, ev := range events {
+		switch ev.GetEventType() {
+		case enumspb.EVENT_TYPE_MARKER_RECORDED:
+			if name := ev.GetMarkerRecordedEventAttributes().GetMarkerName(); name != "LocalActivity" {
+				t.Errorf("marker %q: a record of a generation records only local activities", name)
+			}
+			localActivities++
+		case enumspb.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+			t.Errorf("search attributes upserted at event %d", ev.GetEventId())
+		}
+	}
+	// The cloud's limit, the start, the setup, the teardown and the finish.
+	if localActivities != 5 {
+		t.Errorf("%d local activities, want 5", localActivities)
+	}
+	if got := stageInputs(t, hist); strings.Join(got, ",") != "unitTest,codeScan,package" {
+		t.Errorf("stages %v, want unitTest,codeScan,package", got)
+	}
+}

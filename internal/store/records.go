@@ -123,6 +123,17 @@ func (s *Store) SetRecordRunning(ctx context.Context, id, runID, name string) er
 // UpdateStage applies a stage status change to a record. Applying the same update
 // twice gives the same document, so a retried activity is harmless.
 func (s *Store) UpdateStage(ctx context.Context, id string, u model.StageUpdate) error {
+	set := stageSet(u)
+	if len(set) == 0 {
+		return nil
+	}
+	defer s.lockDoc(ctx, &recordLocks, id)()
+	_, err := s.records.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$set", Value: set}})
+	return err
+}
+
+// stageSet is the $set of a stage update.
+func stageSet(u model.StageUpdate) bson.D {
 	prefix := "stageStatus." + u.Stage + "."
 	var set bson.D
 	if u.Status != "" {
@@ -154,26 +165,28 @@ func (s *Store) UpdateStage(ctx context.Context, id string, u model.StageUpdate)
 	if u.SonarQube != nil {
 		set = append(set, bson.E{Key: prefix + "sonarqube", Value: u.SonarQube})
 	}
-	if len(set) == 0 {
-		return nil
-	}
-	defer s.lockDoc(ctx, &recordLocks, id)()
-	_, err := s.records.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$set", Value: set}})
-	return err
+	return set
 }
 
 // FinishRecord puts a record in a terminal state. Stages still Pending or Running end
 // with the record's status when it is Aborted or Failed. A record already terminal
 // keeps its ending.
 func (s *Store) FinishRecord(ctx context.Context, id, status, errorMessage string, end time.Time) error {
-	if err := s.finishRecord(ctx, id, status, errorMessage, end); err != nil {
+	return s.FinishRecordWith(ctx, id, status, errorMessage, end, nil)
+}
+
+// FinishRecordWith is FinishRecord that also applies stage updates not written yet
+// (a stage's outcome the workflow carried on, see activities.StageInput.Deferred), in
+// the same write: those stages end as the updates say, not with the record.
+func (s *Store) FinishRecordWith(ctx context.Context, id, status, errorMessage string, end time.Time, stages []model.StageUpdate) error {
+	if err := s.finishRecord(ctx, id, status, errorMessage, end, stages); err != nil {
 		return err
 	}
 	// The record is terminal now, with this status or the one it already had.
 	return s.recordChanged(ctx, id, countedFinal)
 }
 
-func (s *Store) finishRecord(ctx context.Context, id, status, errorMessage string, end time.Time) error {
+func (s *Store) finishRecord(ctx context.Context, id, status, errorMessage string, end time.Time, stages []model.StageUpdate) error {
 	defer s.lockDoc(ctx, &recordLocks, id)()
 	r, err := s.GetRecordByID(ctx, id)
 	if err != nil {
@@ -187,8 +200,16 @@ func (s *Store) finishRecord(ctx context.Context, id, status, errorMessage strin
 	if errorMessage != "" {
 		set = append(set, bson.E{Key: "errorMessage", Value: errorMessage})
 	}
+	updated := map[string]bool{}
+	for _, u := range stages {
+		set = append(set, stageSet(u)...)
+		updated[u.Stage] = true
+	}
 	if status != model.StatusSuccess {
 		for _, st := range unfinishedStages(r.StageStatus) {
+			if updated[st] {
+				continue
+			}
 			set = append(set,
 				bson.E{Key: "stageStatus." + st + ".status", Value: status},
 				bson.E{Key: "stageStatus." + st + ".endTime", Value: end})
