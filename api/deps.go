@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"go.temporal.io/api/workflowservice/v1"
 
 	"github.com/cycloneci/cyclone/internal/model"
 	"github.com/cycloneci/cyclone/internal/store"
@@ -48,6 +49,9 @@ type Runs interface {
 	// Started reports whether the record's workflow exists (after a Start whose
 	// outcome is unknown).
 	Started(ctx context.Context, recordID string) (bool, error)
+	// DescribeWorkflowExecution describes a record's workflow (whose ID is the
+	// record's), so that a record whose workflow has closed can be closed too.
+	DescribeWorkflowExecution(ctx context.Context, workflowID, runID string) (*workflowservice.DescribeWorkflowExecutionResponse, error)
 }
 
 // Schedules keeps a pipeline's crons as Temporal Schedules.

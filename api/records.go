@@ -12,7 +12,6 @@ import (
 	"github.com/cycloneci/cyclone/internal/model"
 	"github.com/cycloneci/cyclone/internal/reconcile"
 	"github.com/cycloneci/cyclone/internal/store"
-	"github.com/cycloneci/cyclone/starter"
 )
 
 func (h *handlers) record(c echo.Context) (*model.Project, *model.Pipeline, *model.Record, error) {
@@ -196,11 +195,7 @@ func (h *handlers) updateRecordStatus(c echo.Context) error {
 // would give it, and is returned as stored; nil while the workflow runs (it writes
 // its own ending) or when Temporal cannot tell, and the reconciler closes it later.
 func (h *handlers) closeIfWorkflowClosed(ctx context.Context, r *model.Record) (*model.Record, error) {
-	tc := h.workflowClient()
-	if tc == nil {
-		return nil, nil
-	}
-	ending, err := reconcile.Record(ctx, h.store, tc, r)
+	ending, err := reconcile.Record(ctx, h.store, h.runs, r)
 	if err != nil {
 		// The cancel was delivered: answer as for a running workflow.
 		h.log.Warn("close aborted record if its workflow had closed", "record", r.ID, "error", err)
@@ -212,15 +207,6 @@ func (h *handlers) closeIfWorkflowClosed(ctx context.Context, r *model.Record) (
 	h.log.Info("closed aborted record whose workflow had closed", "record", r.ID,
 		"projectID", r.ProjectID, "pipelineID", r.PipelineID, "status", ending.Status, "reason", ending.Message)
 	return h.store.GetRecord(ctx, r.PipelineID, r.ID)
-}
-
-// workflowClient is the Temporal client behind h.runs, to describe records'
-// workflows; nil when the runs are not started by a starter.Starter.
-func (h *handlers) workflowClient() reconcile.Temporal {
-	if s, ok := h.runs.(*starter.Starter); ok && s.Client != nil {
-		return s.Client
-	}
-	return nil
 }
 
 // abortWait bounds how long an abort answer waits for the record to say Aborted; the

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
@@ -198,6 +199,13 @@ func (s *Starter) Cancel(ctx context.Context, recordID string) error {
 		return nil
 	}
 	return err
+}
+
+// DescribeWorkflowExecution describes a record's workflow.
+func (s *Starter) DescribeWorkflowExecution(ctx context.Context, workflowID, runID string) (*workflowservice.DescribeWorkflowExecutionResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, StartTimeout)
+	defer cancel()
+	return s.Client.DescribeWorkflowExecution(ctx, workflowID, runID)
 }
 
 // Started reports whether the record's workflow exists.
