@@ -31,7 +31,11 @@
 // out, waits for it to terminate and returns its exit code; the pod is deleted before
 // Run returns, and when ctx is cancelled, which kills the step. An invalid quota and an
 // image that cannot be pulled are executor.FailedErrors (the pipeline's fault, not
-// worth a retry); other errors are the cluster's. Every "$" of the command and of the
+// worth a retry), and so is a pod that the API server's validation refuses (422
+// Invalid: the pod is made of the step, so a retry is refused the same way; e.g. a
+// quota naming a resource that containers cannot request, or a fractional GPU, which
+// only the API server checks; ErrInvalidResources when the refusal is about the
+// resources); other errors are the cluster's. Every "$" of the command and of the
 // environment's values is doubled, so that the kubelet's $(VAR) expansion gives them
 // back as written. Pod states are polled (Config.PollInterval) rather than watched:
 // nothing to re-establish when a watch expires, and a step's start and end are not
@@ -42,8 +46,11 @@
 // A record's claim and pods are in its executor.Record.Namespace (the project's
 // worker.location.namespace, else its cloud's), or in Config.Namespace when it names
 // none; Setup's Environment carries the record, so its steps and its teardown go to the
-// same namespace. List covers Config.Namespace and every namespace this executor has
-// used since it started.
+// same namespace. List covers Config.Namespace and every namespace where this executor
+// has found or created a record's objects since it started (or listed them for a
+// teardown): a namespace whose API calls were refused (the worker has no rights
+// there, or it does not exist) is not listed, so that one misconfigured project does
+// not make List fail for every record.
 //
 // Everything created carries the record's labels (executor.Record.Labels, made valid
 // label values; the exact values are in annotations of the same keys), which is how
@@ -211,8 +218,7 @@ func checkRecord(id string) error {
 }
 
 // namespace is where the record's objects are: its own namespace, else the default.
-// A namespace that is no valid name is the project's fault (FailedError); one that is
-// valid is remembered for List.
+// A namespace that is no valid name is the project's fault (FailedError).
 func (e *Executor) namespace(rec executor.Record) (string, error) {
 	ns := rec.Namespace
 	if ns == "" || ns == e.ns {
@@ -221,10 +227,19 @@ func (e *Executor) namespace(rec executor.Record) (string, error) {
 	if errs := validation.IsDNS1123Label(ns); len(errs) != 0 {
 		return "", executor.Failed("kubernetes executor: record %s: namespace %q is not a valid namespace name: %s", rec.ID, ns, strings.Join(errs, "; "))
 	}
+	return ns, nil
+}
+
+// use remembers ns for List, once the API server has accepted a call about a
+// record's objects there (not before: List must not fail on a namespace the worker
+// may not read, which would stop the reaping of every record).
+func (e *Executor) use(ns string) {
+	if ns == e.ns {
+		return
+	}
 	e.mu.Lock()
 	e.used[ns] = true
 	e.mu.Unlock()
-	return ns, nil
 }
 
 // namespaces are the namespaces List covers: the default one first, then the others
@@ -259,6 +274,7 @@ func (e *Executor) Setup(ctx context.Context, rec executor.Record) (executor.Env
 	env := executor.Environment{Record: rec}
 	pvc, err := claims.Get(ctx, name, metav1.GetOptions{})
 	if err == nil {
+		e.use(ns)
 		return env, check(pvc)
 	}
 	if !apierrors.IsNotFound(err) {
@@ -281,11 +297,13 @@ func (e *Executor) Setup(ctx context.Context, rec executor.Record) (executor.Env
 	if err != nil {
 		if apierrors.IsAlreadyExists(err) { // created concurrently by another attempt
 			if again, err2 := claims.Get(ctx, name, metav1.GetOptions{}); err2 == nil {
+				e.use(ns)
 				return env, check(again)
 			}
 		}
 		return executor.Environment{}, fmt.Errorf("kubernetes executor: create claim %s/%s: %w", ns, name, err)
 	}
+	e.use(ns)
 	return env, check(created)
 }
 
@@ -306,6 +324,7 @@ func (e *Executor) Teardown(ctx context.Context, rec executor.Record) error {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("list pods: %w", err))
 	} else {
+		e.use(ns)
 		for _, p := range pods.Items {
 			if err := e.deletePod(ctx, ns, p.Name, p.UID); err != nil {
 				errs = append(errs, err)
@@ -527,8 +546,17 @@ func (e *Executor) Run(ctx context.Context, env executor.Environment, step execu
 			cleanup("")
 			return fail("cancelled: %w", ctx.Err())
 		}
+		if apierrors.IsInvalid(err) {
+			// The API server's validation refused the pod, which is made of the step:
+			// a retry would be refused the same way.
+			if refusesResources(err) {
+				err = fmt.Errorf("%w: %w", ErrInvalidResources, err)
+			}
+			return executor.Result{}, executor.Failed("kubernetes executor: step %q: the API server refused pod %s/%s: %w", step.Name, ns, name, err)
+		}
 		return fail("create pod %s/%s: %w", ns, name, err)
 	}
+	e.use(ns)
 	defer cleanup(created.UID)
 
 	state, err := e.waitStarted(ctx, ns, name, created.UID)
@@ -559,6 +587,21 @@ func (e *Executor) Run(ctx context.Context, env executor.Environment, step execu
 		return fail("%w", err)
 	}
 	return executor.Result{ExitCode: int(t.ExitCode)}, nil
+}
+
+// refusesResources reports whether an Invalid error of the API server names the step
+// container's resources among its causes.
+func refusesResources(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) || status.Status().Details == nil {
+		return false
+	}
+	for _, c := range status.Status().Details.Causes {
+		if strings.HasPrefix(c.Field, "spec.containers[0].resources") {
+			return true
+		}
+	}
+	return false
 }
 
 // deletePod deletes the pod ns/name, if it is still the one of uid ("": any).
