@@ -18,7 +18,7 @@ run: build
 build:
 	$(GO) build -o $(BIN) ./cmd/cyclone
 
-## test-deps: install what the tests need (git, subversion, docker-registry, busybox-static, the temporal CLI) and check the Docker engine
+## test-deps: install what the tests need (git, subversion, docker-registry, busybox-static, etcd, the temporal CLI, a kube-apiserver built from the Go module proxy) and check the Docker engine
 test-deps:
 	./scripts/test-deps.sh
 

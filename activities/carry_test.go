@@ -2,13 +2,18 @@ package activities
 
 import (
 	"context"
+	"errors"
+	"io"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
+	"github.com/cycloneci/cyclone/internal/executor"
 	"github.com/cycloneci/cyclone/internal/executor/local"
 	"github.com/cycloneci/cyclone/internal/model"
 	"github.com/cycloneci/cyclone/internal/store"
@@ -117,5 +122,33 @@ func TestRunStageWritesWhatIsNotCarried(t *testing.T) {
 	got := st.written()
 	if len(got) != 2 || !slices.Contains(got, "package:Success") || !slices.Contains(got, "unitTest:Failed") {
 		t.Fatalf("writes %v, want the earlier outcome and the failure", got)
+	}
+}
+
+// failingExecutor fails every step the way an executor says the pipeline is at
+// fault (a quota the cluster refuses, say).
+type failingExecutor struct{ *local.Executor }
+
+func (failingExecutor) Run(context.Context, executor.Environment, executor.Step, io.Writer) (executor.Result, error) {
+	return executor.Result{}, executor.Failed("pod refused: %s", "requests.gpu: must be an integer")
+}
+
+// A step the executor refuses as the pipeline's fault fails the stage for good
+// (StepFailed, not retried) with the executor's reason, which the log shows too.
+func TestRunStepExecutorFailureIsFinal(t *testing.T) {
+	ex := failingExecutor{local.New(t.TempDir())}
+	a := &Activities{Executor: ex, HeartbeatInterval: time.Hour}
+	env, err := ex.Setup(context.Background(), executor.Record{ID: "r1", Project: "p", Pipeline: "q"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	err = a.runStep(context.Background(), env, executor.Step{Name: "unitTest", Command: []string{"true"}}, &log)
+	var appErr *temporal.ApplicationError
+	if !errors.As(err, &appErr) || appErr.Type() != ErrTypeStepFailed || !appErr.NonRetryable() {
+		t.Fatalf("runStep = %v, want a non-retryable %s", err, ErrTypeStepFailed)
+	}
+	if !strings.Contains(appErr.Message(), "requests.gpu") || !strings.Contains(log.String(), "requests.gpu") {
+		t.Fatalf("message %q, log %q: want the executor's reason in both", appErr.Message(), log.String())
 	}
 }

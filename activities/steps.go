@@ -204,6 +204,12 @@ func (a *Activities) runStep(ctx context.Context, env executor.Environment, step
 		if ctx.Err() != nil {
 			return temporal.NewCanceledError("step cancelled")
 		}
+		if fe, ok := executor.IsFailed(err); ok {
+			// The pipeline's fault (an invalid quota, an image that cannot be
+			// pulled): a retry would fail the same way.
+			fmt.Fprintf(log, "cyclone: %s\n", fe.Message)
+			return failStep("%s", fe.Message)
+		}
 		return fmt.Errorf("run step %s: %w", step.Name, err)
 	}
 	if res.ExitCode != 0 {
