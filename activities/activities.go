@@ -200,6 +200,9 @@ type StageInput struct {
 	CarryOutcome bool `json:"carryOutcome,omitempty"`
 	// Deferred is an earlier stage's outcome not written yet (see CarryOutcome).
 	Deferred *model.StageUpdate `json:"deferred,omitempty"`
+	// Start, when set, marks the record Running (as StartRecord does) while the
+	// stage's step runs: the first stage of a record of a generation does.
+	Start *StartRequest `json:"start,omitempty"`
 }
 
 // CreateScheduledRecord writes the record of a run a cron's schedule started (a
@@ -315,18 +318,43 @@ func (a *Activities) TeardownEnvironment(ctx context.Context, env executor.Envir
 func (a *Activities) RunStage(ctx context.Context, in StageInput) (carried *model.StageUpdate, err error) {
 	info := activity.GetInfo(ctx)
 	logger := a.recordLogger(in.Record).With("stage", in.Stage, "attempt", info.Attempt)
-	if in.Deferred != nil {
-		deferredWritten := make(chan error, 1)
-		go func() { deferredWritten <- a.writeOutcome(ctx, in.Record.RecordID, "", *in.Deferred) }()
+	if in.Start != nil || in.Deferred != nil {
+		written := make(chan error, 1)
+		go func() { written <- a.writeEarlier(ctx, in, info.Attempt) }()
 		defer func() {
-			// Whatever this stage did, the earlier one's outcome is written (or the
-			// attempt fails, and the workflow carries it on still).
-			if werr := <-deferredWritten; werr != nil && err == nil {
-				carried, err = nil, fmt.Errorf("write the outcome of stage %s: %w", in.Deferred.Stage, werr)
+			// Whatever this stage did, what came before it is written (or the
+			// attempt fails, and the workflow hands it on still).
+			if werr := <-written; werr != nil && err == nil {
+				carried, err = nil, werr
 			}
 		}()
 	}
 	return a.runStageActivity(ctx, in, logger)
+}
+
+// writeEarlier writes what the workflow handed the stage to write while its step
+// runs: the record's Running mark and the outcome of the stage before.
+func (a *Activities) writeEarlier(ctx context.Context, in StageInput, attempt int32) error {
+	writeCtx := context.WithoutCancel(ctx)
+	if req := in.Start; req != nil {
+		c, cancel := context.WithTimeout(writeCtx, 30*time.Second)
+		err := a.Store.SetRecordRunning(c, req.RecordID, req.RunID, req.Name)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("mark the record running: %w", err)
+		}
+		if attempt == 1 {
+			a.Metrics.RecordStarted(req.Trigger)
+			a.logger().Info("record started", "record", req.RecordID, "runID", req.RunID,
+				"projectID", req.ProjectID, "pipelineID", req.PipelineID, "trigger", req.Trigger)
+		}
+	}
+	if in.Deferred != nil {
+		if err := a.writeOutcome(ctx, in.Record.RecordID, "", *in.Deferred); err != nil {
+			return fmt.Errorf("write the outcome of stage %s: %w", in.Deferred.Stage, err)
+		}
+	}
+	return nil
 }
 
 func (a *Activities) runStageActivity(ctx context.Context, in StageInput, logger *slog.Logger) (*model.StageUpdate, error) {

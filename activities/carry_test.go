@@ -24,6 +24,14 @@ type stageWrites struct {
 	Store
 	mu      sync.Mutex
 	updates []model.StageUpdate
+	running []string // "<record>/<run>/<name>" of each Running mark
+}
+
+func (s *stageWrites) SetRecordRunning(_ context.Context, id, runID, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.running = append(s.running, id+"/"+runID+"/"+name)
+	return nil
 }
 
 func (s *stageWrites) UpdateStage(_ context.Context, _ string, u model.StageUpdate) error {
@@ -98,6 +106,21 @@ func TestRunStageCarriesSuccess(t *testing.T) {
 	}
 	if got := st.written(); len(got) != 1 || got[0] != "codeScan:Success" {
 		t.Fatalf("writes %v, want only the earlier stage's outcome", got)
+	}
+	if len(st.running) != 0 {
+		t.Fatalf("Running marks %v from a stage not asked to", st.running)
+	}
+}
+
+// The first stage of a record of a generation marks the record Running.
+func TestRunStageMarksRecordRunning(t *testing.T) {
+	st := &stageWrites{}
+	start := &StartRequest{RecordID: "r1", RunID: "run-1", Name: "251205213000", Trigger: model.TriggerUser}
+	if _, err := runStageOnce(t, st, StageInput{CarryOutcome: true, Start: start}, "true"); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.running) != 1 || st.running[0] != "r1/run-1/251205213000" {
+		t.Fatalf("Running marks %v, want the record's with its run and name", st.running)
 	}
 }
 

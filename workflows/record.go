@@ -96,6 +96,7 @@ func PipelineRecord(ctx workflow.Context, in activities.RecordInput) error {
 	if status == "" {
 		var started workflow.Future
 		var name string
+		var start *activities.StartRequest
 		if local {
 			// What RecordStarted read back from the record comes with the input. A
 			// record that checks no commit out is named by its start time now,
@@ -106,24 +107,28 @@ func PipelineRecord(ctx workflow.Context, in activities.RecordInput) error {
 				req.Name = activities.TimeName(in.StartTime)
 			}
 			name = req.Name
-			started = workflow.ExecuteLocalActivity(projection, a.StartRecord, req)
+			if in.Generation >= 1 {
+				// A record of a generation is marked Running by its first stage,
+				// while that stage's step runs: not a local activity in the way
+				// of the setup and the first stage.
+				start = &req
+			} else {
+				started = workflow.ExecuteLocalActivity(projection, a.StartRecord, req)
+			}
 		} else {
 			started = workflow.ExecuteLocalActivity(projection, a.RecordStarted, in.RecordID, info.WorkflowExecution.RunID)
 		}
-		if in.Generation < 1 {
-			// Records before generations were marked Running before their setup
-			// began; later ones are set up meanwhile (runStages waits for both).
+		if started != nil {
 			if err := started.Get(ctx, nil); err != nil {
 				if !isCancel(ctx) {
 					return err
 				}
 				status = model.StatusAborted
 			}
-			started = nil
 		}
 		if status == "" {
 			nameFromTime = nameFromTime && name == ""
-			status, message, carried = runStages(ctx, in, local, started)
+			status, message, carried = runStages(ctx, in, local, start)
 		}
 	}
 	if waited {
@@ -245,12 +250,11 @@ func waitForRoom(ctx workflow.Context, in activities.RecordInput) (status, messa
 // task queue to the stages exactly as a SetupEnvironment activity picked up by any
 // worker would, without a round trip through the server.
 //
-// started, when not nil, is the record's Running mark still being written: the
-// stages wait for it and for the setup, which go on meanwhile.
+// start, when not nil, is the record's Running mark, which its first stage writes.
 //
 // carried are the stage outcomes left to FinishRecord (see
 // activities.StageInput.CarryOutcome).
-func runStages(ctx workflow.Context, in activities.RecordInput, local bool, started workflow.Future) (status, message string, carried []model.StageUpdate) {
+func runStages(ctx workflow.Context, in activities.RecordInput, local bool, start *activities.StartRequest) (status, message string, carried []model.StageUpdate) {
 	var a *activities.Activities
 	setupRetry := &temporal.RetryPolicy{MaximumAttempts: 5}
 	setupCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
@@ -280,17 +284,7 @@ func runStages(ctx workflow.Context, in activities.RecordInput, local bool, star
 		setup = workflow.ExecuteActivity(setupCtx, a.SetupEnvironment, in.ExecutorRecord())
 	}
 	var env activities.Environment
-	setupErr := setup.Get(ctx, &env)
-	if started != nil {
-		if err := started.Get(ctx, nil); err != nil && setupErr == nil {
-			defer teardown(ctx, in, env, local)
-			if isCancel(ctx) {
-				return model.StatusAborted, "", nil
-			}
-			return model.StatusFailed, "mark the record running: " + errMessage(err), nil
-		}
-	}
-	if err := setupErr; err != nil {
+	if err := setup.Get(ctx, &env); err != nil {
 		var timeout *temporal.TimeoutError
 		switch {
 		case isCancel(ctx):
@@ -317,13 +311,14 @@ func runStages(ctx workflow.Context, in activities.RecordInput, local bool, star
 	}
 	for _, stage := range in.Stages {
 		input := activities.StageInput{Record: in, Env: env.Env, Stage: stage, IntegrationTestPassed: integrationTestPassed,
-			CarryOutcome: true, Deferred: deferred}
+			CarryOutcome: true, Deferred: deferred, Start: start}
 		var outcome *model.StageUpdate
 		err := workflow.ExecuteActivity(stageCtx, a.RunStage, input).Get(ctx, &outcome)
 		switch {
 		case err == nil:
-			// The stage wrote the earlier outcome; its own comes back unless written.
-			deferred = outcome
+			// The stage wrote the earlier outcome (and the Running mark); its own
+			// comes back unless written.
+			deferred, start = outcome, nil
 			if stage == model.StageIntegrationTest {
 				integrationTestPassed = true
 			}

@@ -136,6 +136,11 @@ func (s *RecordSuite) SetupTest() {
 				call.deferred = in.Deferred.Stage
 			}
 			s.mu.Lock()
+			if in.Start != nil {
+				// The stage marks the record Running, as StartRecord would.
+				s.log = append(s.log, "RecordStarted")
+				s.started = append(s.started, *in.Start)
+			}
 			s.log = append(s.log, "RunStage:"+in.Stage)
 			s.stages = append(s.stages, call)
 			s.mu.Unlock()
@@ -184,16 +189,10 @@ func (s *RecordSuite) add(entry string) {
 	s.log = append(s.log, entry)
 }
 
-// calls is the log of calls. The Running mark and the setup of a record of a
-// generation run at once: whichever came first, they are logged in that order.
 func (s *RecordSuite) calls() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := append([]string(nil), s.log...)
-	if len(out) >= 2 && out[0] == "SetupEnvironment" && out[1] == "RecordStarted" {
-		out[0], out[1] = out[1], out[0]
-	}
-	return out
+	return append([]string(nil), s.log...)
 }
 
 func (s *RecordSuite) stageNames() []string {
@@ -291,7 +290,12 @@ func (s *RecordSuite) TestStageOrder() {
 
 	s.NoError(s.run(in))
 	s.Equal(model.StageOrder, s.stageNames())
-	want := []string{"RecordStarted", "SetupEnvironment"}
+	// A record of a generation (as the starter makes them) is marked Running by its
+	// first stage, with what StartRecord would have been given.
+	s.Require().Len(s.started, 1)
+	s.Equal("rec-1", s.started[0].RecordID)
+	s.NotEmpty(s.started[0].RunID)
+	want := []string{"SetupEnvironment", "RecordStarted"}
 	for _, st := range model.StageOrder {
 		want = append(want, "RunStage:"+st)
 	}

@@ -102,6 +102,7 @@ func wantCountersMatchRecords(t *testing.T, ferretWay, mongoWay *Store, q StatsQ
 // counterDocs reads every counter document by _id.
 func counterDocs(t *testing.T, s *Store) map[string]counterDoc {
 	t.Helper()
+	s.awaitDerived()
 	ctx := context.Background()
 	cur, err := s.recordCounts().Find(ctx, bson.D{})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -28,12 +29,16 @@ func (s *Store) CreateRecord(ctx context.Context, r *model.Record) error {
 	}
 	r.StartBucket = StartBucket(r.StartTime)
 	r.CountedLevel = countedNothing
-	_, err := s.records.InsertOne(ctx, r)
-	if err = writeErr(err); err != nil && !errors.Is(err, ErrConflict) {
-		return err
-	}
-	if cerr := s.recordChanged(ctx, r.ID, levelOf(r.Status)); cerr != nil {
-		return cerr
+	var err error
+	werr := s.thenDerived(ctx, r.ID, levelOf(r.Status), func() error {
+		_, err = s.records.InsertOne(ctx, r)
+		if err = writeErr(err); err != nil && !errors.Is(err, ErrConflict) {
+			return err
+		}
+		return nil
+	})
+	if werr != nil {
+		return werr
 	}
 	return err
 }
@@ -179,11 +184,10 @@ func (s *Store) FinishRecord(ctx context.Context, id, status, errorMessage strin
 // (a stage's outcome the workflow carried on, see activities.StageInput.Deferred), in
 // the same write: those stages end as the updates say, not with the record.
 func (s *Store) FinishRecordWith(ctx context.Context, id, status, errorMessage string, end time.Time, stages []model.StageUpdate) error {
-	if err := s.finishRecord(ctx, id, status, errorMessage, end, stages); err != nil {
-		return err
-	}
-	// The record is terminal now, with this status or the one it already had.
-	return s.recordChanged(ctx, id, countedFinal)
+	// The record is terminal then, with this status or the one it already had.
+	return s.thenDerived(ctx, id, countedFinal, func() error {
+		return s.finishRecord(ctx, id, status, errorMessage, end, stages)
+	})
 }
 
 func (s *Store) finishRecord(ctx context.Context, id, status, errorMessage string, end time.Time, stages []model.StageUpdate) error {
@@ -307,6 +311,55 @@ func (s *Store) recordChanged(ctx context.Context, id string, level int) error {
 	noteErr := s.noteRecent(ctx, &before)
 	wg.Wait()
 	return errors.Join(countErr, noteErr)
+}
+
+// derivedRetryWindow is how long the derived data of a changed record keeps trying
+// to catch up through a store outage, as the caller retrying its write would have.
+const derivedRetryWindow = 2 * time.Minute
+
+// thenDerived runs write, a change of record id, and when it succeeds brings the
+// derived data up to date towards level (recordChanged) after returning: the
+// derived data is not the caller's to wait for. Readers of derived data wait for
+// the updates in flight in this process (awaitDerived), so that what one sees
+// after a record changed (its stats, its pipeline's recent records) includes the
+// change; another process sees it a moment later. A crash before the update is
+// done leaves the record counted at its previous level, as a crash between the two
+// writes always could (countedLevel says where it is).
+func (s *Store) thenDerived(ctx context.Context, id string, level int, write func() error) error {
+	// Taken before the write: a reader that sees the change waits for its update.
+	s.derived.RLock()
+	if err := write(); err != nil {
+		s.derived.RUnlock()
+		return err
+	}
+	go func() {
+		defer s.derived.RUnlock()
+		bg := context.WithoutCancel(ctx)
+		deadline := time.Now().Add(derivedRetryWindow)
+		for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+			c, cancel := context.WithTimeout(bg, 30*time.Second)
+			err := s.recordChanged(c, id, level)
+			cancel()
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				slog.Warn("derived data of a record not updated (stats and recent records miss the change until they are rebuilt)",
+					"record", id, "error", err)
+				return
+			}
+			time.Sleep(delay)
+		}
+	}()
+	return nil
+}
+
+// awaitDerived returns once the derived-data updates started before it are done
+// (see thenDerived).
+func (s *Store) awaitDerived() {
+	s.derived.Lock()
+	//nolint:staticcheck // an empty critical section: waiting for the readers is the point
+	s.derived.Unlock()
 }
 
 func unfinishedStages(ss *model.StageStatus) []string {

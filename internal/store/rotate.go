@@ -198,6 +198,7 @@ func (s *Store) forgetPipelinesBut(ids []string) {
 // pipelinesToCount are the pipelines that may hold more than keep records, or were
 // not counted for rotationRecount: it reads their "/all" shelves by _id.
 func (s *Store) pipelinesToCount(ctx context.Context, pipelineIDs []string, keep int64) ([]string, error) {
+	s.awaitDerived() // the shelves read are derived data
 	all, _ := shelfToRead(recentAll, recentKept)
 	shelfIDs := make([]string, len(pipelineIDs))
 	for i, id := range pipelineIDs {

@@ -44,6 +44,9 @@ type Store struct {
 	scans onceBool
 	// rotation is what record rotation remembers between passes (rotate.go).
 	rotation rotationState
+	// derived is held for reading by every derived-data update in flight (see
+	// thenDerived), and taken for writing by readers of derived data to wait for them.
+	derived sync.RWMutex
 }
 
 // Open connects to MongoDB at uri, uses database dbName and makes sure the indexes
@@ -111,8 +114,11 @@ func (s *Store) checkKey(ctx context.Context) error {
 	return nil
 }
 
-// Close disconnects from MongoDB.
-func (s *Store) Close(ctx context.Context) error { return s.client.Disconnect(ctx) }
+// Close disconnects from MongoDB once the derived-data updates in flight are done.
+func (s *Store) Close(ctx context.Context) error {
+	s.awaitDerived()
+	return s.client.Disconnect(ctx)
+}
 
 // Ping checks that MongoDB answers.
 func (s *Store) Ping(ctx context.Context) error {
