@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"testing"
@@ -58,10 +57,6 @@ type fixtureRefs struct {
 // a bare-workflow worker beside it, and a pipeline of no-op command stages.
 func startEnv(b *testing.B, onDisk bool) *benchEnv {
 	b.Helper()
-	if os.Getenv("GOGC") == "" {
-		// As `cyclone dev` does (--gc-percent): the engine measured is the one run.
-		debug.SetGCPercent(400)
-	}
 	o := testenv.Options{
 		TemporalAddress: os.Getenv("CYCLONE_BENCH_TEMPORAL"),
 		MongoURI:        os.Getenv("CYCLONE_BENCH_MONGO_URI"),
