@@ -204,29 +204,54 @@ func BenchmarkRecordLatencyMemory(b *testing.B) { latency(b, false) }
 // BenchmarkRecordLatencyDisk: SQLite files on disk, the `cyclone dev` shape.
 func BenchmarkRecordLatencyDisk(b *testing.B) { latency(b, true) }
 
-// throughput starts n at once and reports completions per second.
+// burst starts n runs of one at once and returns completions per second.
+func burst(n int, one func()) float64 {
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(one)
+	}
+	wg.Wait()
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// throughputRuns is how many runs a throughput burst starts at once.
+const throughputRuns = 200
+
+// throughput starts throughputRuns at once and reports completions per second.
 func throughput(b *testing.B, onDisk bool) {
 	e := startEnv(b, onDisk)
-	const n = 200
 	e.runRecord(b, sevenStages)
 	e.runBare(b)
-	burst := func(one func() time.Duration) float64 {
-		start := time.Now()
-		var wg sync.WaitGroup
-		for range n {
-			wg.Go(func() { one() })
-		}
-		wg.Wait()
-		return n / time.Since(start).Seconds()
-	}
 	var recRate, bareRate float64
 	for b.Loop() {
-		recRate = burst(func() time.Duration { return e.runRecord(b, sevenStages) })
-		bareRate = burst(func() time.Duration { return e.runBare(b) })
+		recRate = burst(throughputRuns, func() { e.runRecord(b, sevenStages) })
+		bareRate = burst(throughputRuns, func() { e.runBare(b) })
 	}
 	b.ReportMetric(recRate, "records/s")
 	b.ReportMetric(bareRate, "bare/s")
 	b.ReportMetric(recRate/bareRate, "ratio")
+}
+
+// BenchmarkRecordBurstMemory is one burst of records alone (in memory), for a CPU
+// profile of what a record costs: -cpuprofile, and BenchmarkBareBurstMemory to
+// compare.
+func BenchmarkRecordBurstMemory(b *testing.B) {
+	e := startEnv(b, false)
+	e.runRecord(b, sevenStages)
+	for b.Loop() {
+		b.ReportMetric(burst(throughputRuns, func() { e.runRecord(b, sevenStages) }), "records/s")
+	}
+}
+
+// BenchmarkBareBurstMemory is BenchmarkRecordBurstMemory's baseline: one burst of
+// bare workflows alone.
+func BenchmarkBareBurstMemory(b *testing.B) {
+	e := startEnv(b, false)
+	e.runBare(b)
+	for b.Loop() {
+		b.ReportMetric(burst(throughputRuns, func() { e.runBare(b) }), "bare/s")
+	}
 }
 
 // BenchmarkRecordThroughputMemory: 200 records at once, in-memory Temporal.
