@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -198,11 +199,9 @@ type StageInput struct {
 	// between the step and the next stage: the next stage writes it while its own
 	// step runs (Deferred), or FinishRecord does.
 	CarryOutcome bool `json:"carryOutcome,omitempty"`
-	// Deferred is an earlier stage's outcome not written yet (see CarryOutcome).
-	Deferred *model.StageUpdate `json:"deferred,omitempty"`
-	// Start, when set, marks the record Running (as StartRecord does) while the
-	// stage's step runs: the first stage of a record of a generation does.
-	Start *StartRequest `json:"start,omitempty"`
+	// Deferred are earlier stages' outcomes not written yet, oldest first (see
+	// CarryOutcome).
+	Deferred []model.StageUpdate `json:"deferred,omitempty"`
 }
 
 // CreateScheduledRecord writes the record of a run a cron's schedule started (a
@@ -311,53 +310,44 @@ func (a *Activities) TeardownEnvironment(ctx context.Context, env executor.Envir
 	return a.Executor.Teardown(ctx, env.Record)
 }
 
-// RunStage runs one stage and writes its status into the record, or, when the
-// stage succeeded and the workflow carries outcomes on (StageInput.CarryOutcome),
-// returns its outcome for a later write. It writes the earlier stage's outcome it
-// was given (StageInput.Deferred) while its step runs.
-func (a *Activities) RunStage(ctx context.Context, in StageInput) (carried *model.StageUpdate, err error) {
+// RunStage runs one stage. It writes the stage's outcome into the record, or, when
+// the stage succeeded and the workflow carries outcomes on (StageInput.CarryOutcome),
+// returns it for a later write; meanwhile, while its step runs, it writes the
+// earlier outcomes it was handed (StageInput.Deferred). It returns the outcomes
+// still unwritten, oldest first: its own success, and, when writing the earlier ones
+// failed, those too (running a successful step again would be worse than carrying
+// them on).
+func (a *Activities) RunStage(ctx context.Context, in StageInput) ([]model.StageUpdate, error) {
 	info := activity.GetInfo(ctx)
 	logger := a.recordLogger(in.Record).With("stage", in.Stage, "attempt", info.Attempt)
-	if in.Start != nil || in.Deferred != nil {
-		written := make(chan error, 1)
-		go func() { written <- a.writeEarlier(ctx, in, info.Attempt) }()
-		defer func() {
-			// Whatever this stage did, what came before it is written (or the
-			// attempt fails, and the workflow hands it on still).
-			if werr := <-written; werr != nil && err == nil {
-				carried, err = nil, werr
-			}
-		}()
+	if len(in.Deferred) == 0 {
+		return a.runStageActivity(ctx, in, logger)
 	}
-	return a.runStageActivity(ctx, in, logger)
+	written := make(chan error, 1)
+	go func() { written <- a.writeDeferred(ctx, in) }()
+	own, err := a.runStageActivity(ctx, in, logger)
+	werr := <-written
+	switch {
+	case werr == nil || err != nil:
+		// On a failure the workflow still holds what it handed over.
+		return own, err
+	default:
+		logger.Warn("outcomes of earlier stages not written; the workflow carries them on", "error", werr)
+		return append(slices.Clone(in.Deferred), own...), nil
+	}
 }
 
-// writeEarlier writes what the workflow handed the stage to write while its step
-// runs: the record's Running mark and the outcome of the stage before.
-func (a *Activities) writeEarlier(ctx context.Context, in StageInput, attempt int32) error {
-	writeCtx := context.WithoutCancel(ctx)
-	if req := in.Start; req != nil {
-		c, cancel := context.WithTimeout(writeCtx, 30*time.Second)
-		err := a.Store.SetRecordRunning(c, req.RecordID, req.RunID, req.Name)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("mark the record running: %w", err)
-		}
-		if attempt == 1 {
-			a.Metrics.RecordStarted(req.Trigger)
-			a.logger().Info("record started", "record", req.RecordID, "runID", req.RunID,
-				"projectID", req.ProjectID, "pipelineID", req.PipelineID, "trigger", req.Trigger)
-		}
-	}
-	if in.Deferred != nil {
-		if err := a.writeOutcome(ctx, in.Record.RecordID, "", *in.Deferred); err != nil {
-			return fmt.Errorf("write the outcome of stage %s: %w", in.Deferred.Stage, err)
+// writeDeferred writes the earlier stages' outcomes the stage was handed.
+func (a *Activities) writeDeferred(ctx context.Context, in StageInput) error {
+	for _, u := range in.Deferred {
+		if err := a.writeOutcome(ctx, in.Record.RecordID, "", u); err != nil {
+			return fmt.Errorf("write the outcome of stage %s: %w", u.Stage, err)
 		}
 	}
 	return nil
 }
 
-func (a *Activities) runStageActivity(ctx context.Context, in StageInput, logger *slog.Logger) (*model.StageUpdate, error) {
+func (a *Activities) runStageActivity(ctx context.Context, in StageInput, logger *slog.Logger) ([]model.StageUpdate, error) {
 	info := activity.GetInfo(ctx)
 	start := a.now()
 	// The Running mark is written while the step runs rather than before it: it
@@ -462,7 +452,7 @@ func (a *Activities) runStageActivity(ctx context.Context, in StageInput, logger
 	// from the record once the stages are over (the checked out commit, for a tag
 	// or a commit status) or it names the record.
 	if in.CarryOutcome && outcome.commit == nil && outcome.name == "" {
-		return &update, nil
+		return []model.StageUpdate{update}, nil
 	}
 	if err := a.writeOutcome(ctx, in.Record.RecordID, outcome.name, update); err != nil {
 		return nil, err
@@ -478,7 +468,7 @@ var errNotMarked = errors.New("stage not marked running")
 
 // outcomeRetryWindow is how long a finished stage keeps trying to record its
 // outcome through a store outage before giving up (and being retried whole).
-const outcomeRetryWindow = 2 * time.Minute
+var outcomeRetryWindow = 2 * time.Minute
 
 // writeOutcome records a finished stage, even when the run was cancelled, retrying
 // through a brief store outage rather than running the step again.

@@ -55,7 +55,7 @@ func TestWriteRecordHistory(t *testing.T) {
 			started = append(started, recordID)
 			return nil
 		}, activity.RegisterOptions{Name: "RecordStarted"})
-		r.RegisterActivityWithOptions(func(ctx context.Context, recordID, status, message string, nameFromTime bool) error {
+		r.RegisterActivityWithOptions(func(ctx context.Context, recordID, status, message string, nameFromTime bool, _ []model.StageUpdate) error {
 			mu.Lock()
 			defer mu.Unlock()
 			finish = append(finish, status)

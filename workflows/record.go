@@ -96,7 +96,6 @@ func PipelineRecord(ctx workflow.Context, in activities.RecordInput) error {
 	if status == "" {
 		var started workflow.Future
 		var name string
-		var start *activities.StartRequest
 		if local {
 			// What RecordStarted read back from the record comes with the input. A
 			// record that checks no commit out is named by its start time now,
@@ -107,28 +106,24 @@ func PipelineRecord(ctx workflow.Context, in activities.RecordInput) error {
 				req.Name = activities.TimeName(in.StartTime)
 			}
 			name = req.Name
-			if in.Generation >= 1 {
-				// A record of a generation is marked Running by its first stage,
-				// while that stage's step runs: not a local activity in the way
-				// of the setup and the first stage.
-				start = &req
-			} else {
-				started = workflow.ExecuteLocalActivity(projection, a.StartRecord, req)
-			}
+			started = workflow.ExecuteLocalActivity(projection, a.StartRecord, req)
 		} else {
 			started = workflow.ExecuteLocalActivity(projection, a.RecordStarted, in.RecordID, info.WorkflowExecution.RunID)
 		}
-		if started != nil {
+		if in.Generation < 1 {
+			// Records before generations were marked Running before their setup
+			// began; later ones are set up meanwhile (runStages waits for both).
 			if err := started.Get(ctx, nil); err != nil {
 				if !isCancel(ctx) {
 					return err
 				}
 				status = model.StatusAborted
 			}
+			started = nil
 		}
 		if status == "" {
 			nameFromTime = nameFromTime && name == ""
-			status, message, carried = runStages(ctx, in, local, start)
+			status, message, carried = runStages(ctx, in, local, started)
 		}
 	}
 	if waited {
@@ -250,11 +245,12 @@ func waitForRoom(ctx workflow.Context, in activities.RecordInput) (status, messa
 // task queue to the stages exactly as a SetupEnvironment activity picked up by any
 // worker would, without a round trip through the server.
 //
-// start, when not nil, is the record's Running mark, which its first stage writes.
+// started, when not nil, is the record's Running mark still being written: the
+// stages wait for it and for the setup, which go on meanwhile.
 //
 // carried are the stage outcomes left to FinishRecord (see
 // activities.StageInput.CarryOutcome).
-func runStages(ctx workflow.Context, in activities.RecordInput, local bool, start *activities.StartRequest) (status, message string, carried []model.StageUpdate) {
+func runStages(ctx workflow.Context, in activities.RecordInput, local bool, started workflow.Future) (status, message string, carried []model.StageUpdate) {
 	var a *activities.Activities
 	setupRetry := &temporal.RetryPolicy{MaximumAttempts: 5}
 	setupCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
@@ -284,7 +280,17 @@ func runStages(ctx workflow.Context, in activities.RecordInput, local bool, star
 		setup = workflow.ExecuteActivity(setupCtx, a.SetupEnvironment, in.ExecutorRecord())
 	}
 	var env activities.Environment
-	if err := setup.Get(ctx, &env); err != nil {
+	setupErr := setup.Get(ctx, &env)
+	if started != nil {
+		if err := started.Get(ctx, nil); err != nil && setupErr == nil {
+			defer teardown(ctx, in, env, local)
+			if isCancel(ctx) {
+				return model.StatusAborted, "", nil
+			}
+			return model.StatusFailed, "mark the record running: " + errMessage(err), nil
+		}
+	}
+	if err := setupErr; err != nil {
 		var timeout *temporal.TimeoutError
 		switch {
 		case isCancel(ctx):
@@ -299,40 +305,34 @@ func runStages(ctx workflow.Context, in activities.RecordInput, local bool, star
 	defer teardown(ctx, in, env, local)
 
 	integrationTestPassed := false
-	// deferred is the outcome of the last stage that succeeded, until a later
-	// stage has written it (it is handed on until then, and FinishRecord writes it
-	// at last; writing it twice is harmless).
-	var deferred *model.StageUpdate
-	carry := func() []model.StageUpdate {
-		if deferred == nil {
-			return nil
-		}
-		return []model.StageUpdate{*deferred}
-	}
+	// deferred are the outcomes of stages that succeeded, until a later stage has
+	// written them (they are handed on until then, and FinishRecord writes them at
+	// last; writing one twice is harmless).
+	var deferred []model.StageUpdate
 	for _, stage := range in.Stages {
 		input := activities.StageInput{Record: in, Env: env.Env, Stage: stage, IntegrationTestPassed: integrationTestPassed,
-			CarryOutcome: true, Deferred: deferred, Start: start}
-		var outcome *model.StageUpdate
-		err := workflow.ExecuteActivity(stageCtx, a.RunStage, input).Get(ctx, &outcome)
+			CarryOutcome: true, Deferred: deferred}
+		var outcomes []model.StageUpdate
+		err := workflow.ExecuteActivity(stageCtx, a.RunStage, input).Get(ctx, &outcomes)
 		switch {
 		case err == nil:
-			// The stage wrote the earlier outcome (and the Running mark); its own
-			// comes back unless written.
-			deferred, start = outcome, nil
+			// What the stage could not write comes back: its own success, and the
+			// earlier outcomes when writing them failed.
+			deferred = outcomes
 			if stage == model.StageIntegrationTest {
 				integrationTestPassed = true
 			}
 			continue
 		case isCancel(ctx):
-			return model.StatusAborted, "", carry()
+			return model.StatusAborted, "", deferred
 		case in.Build.Stages.AllowFailure(stage):
 			workflow.GetLogger(ctx).Info("stage failed, allowed to fail", "stage", stage)
 			continue
 		default:
-			return model.StatusFailed, stage + ": " + errMessage(err), carry()
+			return model.StatusFailed, stage + ": " + errMessage(err), deferred
 		}
 	}
-	return model.StatusSuccess, "", carry()
+	return model.StatusSuccess, "", deferred
 }
 
 // stageOptions are the options of the record's stage activities: every stage runs

@@ -40,7 +40,7 @@ type stageCall struct {
 	stage     string
 	attempt   int32
 	taskQueue string
-	deferred  string // the stage whose outcome the attempt was handed, if any
+	deferred  []string // the stages whose outcomes the attempt was handed
 }
 
 // RecordSuite runs PipelineRecord in the SDK's test environment with every activity
@@ -129,18 +129,13 @@ func (s *RecordSuite) SetupTest() {
 			return s.setup(ctx, rec)
 		}).Maybe()
 	s.env.OnActivity(a.RunStage, mock.Anything, mock.Anything).Return(
-		func(ctx context.Context, in activities.StageInput) (*model.StageUpdate, error) {
+		func(ctx context.Context, in activities.StageInput) ([]model.StageUpdate, error) {
 			info := activity.GetInfo(ctx)
 			call := stageCall{stage: in.Stage, attempt: info.Attempt, taskQueue: info.TaskQueue}
-			if in.Deferred != nil {
-				call.deferred = in.Deferred.Stage
+			for _, u := range in.Deferred {
+				call.deferred = append(call.deferred, u.Stage)
 			}
 			s.mu.Lock()
-			if in.Start != nil {
-				// The stage marks the record Running, as StartRecord would.
-				s.log = append(s.log, "RecordStarted")
-				s.started = append(s.started, *in.Start)
-			}
 			s.log = append(s.log, "RunStage:"+in.Stage)
 			s.stages = append(s.stages, call)
 			s.mu.Unlock()
@@ -151,7 +146,7 @@ func (s *RecordSuite) SetupTest() {
 				return nil, nil
 			}
 			// As the real RunStage does, a success comes back for a later write.
-			return &model.StageUpdate{Stage: in.Stage, Status: model.StatusSuccess}, nil
+			return []model.StageUpdate{{Stage: in.Stage, Status: model.StatusSuccess}}, nil
 		}).Maybe()
 	s.env.OnActivity(a.TeardownEnvironment, mock.Anything, mock.Anything).Return(
 		func(ctx context.Context, env executor.Environment) error {
@@ -189,10 +184,16 @@ func (s *RecordSuite) add(entry string) {
 	s.log = append(s.log, entry)
 }
 
+// calls is the log of calls. The Running mark and the setup of a record of a
+// generation run at once: whichever came first, they are logged in that order.
 func (s *RecordSuite) calls() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]string(nil), s.log...)
+	out := append([]string(nil), s.log...)
+	if len(out) >= 2 && out[0] == "SetupEnvironment" && out[1] == "RecordStarted" {
+		out[0], out[1] = out[1], out[0]
+	}
+	return out
 }
 
 func (s *RecordSuite) stageNames() []string {
@@ -290,12 +291,7 @@ func (s *RecordSuite) TestStageOrder() {
 
 	s.NoError(s.run(in))
 	s.Equal(model.StageOrder, s.stageNames())
-	// A record of a generation (as the starter makes them) is marked Running by its
-	// first stage, with what StartRecord would have been given.
-	s.Require().Len(s.started, 1)
-	s.Equal("rec-1", s.started[0].RecordID)
-	s.NotEmpty(s.started[0].RunID)
-	want := []string{"SetupEnvironment", "RecordStarted"}
+	want := []string{"RecordStarted", "SetupEnvironment"}
 	for _, st := range model.StageOrder {
 		want = append(want, "RunStage:"+st)
 	}
@@ -311,7 +307,7 @@ func (s *RecordSuite) TestStageOrder() {
 			s.Empty(c.deferred, "the first stage has no earlier outcome to write")
 			continue
 		}
-		s.Equal(model.StageOrder[i-1], c.deferred, "stage %s must write the outcome of the stage before it", c.stage)
+		s.Equal([]string{model.StageOrder[i-1]}, c.deferred, "stage %s must write the outcome of the stage before it", c.stage)
 	}
 }
 
@@ -330,7 +326,7 @@ func (s *RecordSuite) TestCarriedOutcomeAfterFailure() {
 	f := s.finished()
 	s.Equal(model.StatusFailed, f.status)
 	s.Equal([]string{model.StageUnitTest + ":" + model.StatusSuccess}, f.carried)
-	s.Equal(model.StageUnitTest, s.stages[1].deferred)
+	s.Equal([]string{model.StageUnitTest}, s.stages[1].deferred)
 }
 
 // TestStageSelection: only the stages of in.Stages run, though all seven are

@@ -210,8 +210,8 @@ func TestReplayLocalEnvironmentHistory(t *testing.T) {
 // (activities.RecordGeneration) with three command stages, Success, on a single
 // worker, recorded from the record benchmark's `cyclone dev` shape (a record started
 // through the API): no GetVersion markers, no search attribute upserts, the record
-// marked Running by its first stage, each stage's outcome carried to the next stage
-// and the last one to FinishRecord.
+// marked Running while its environment is set up, each stage's outcome carried to
+// the next stage and the last one to FinishRecord.
 const generationHistoryFile = "testdata/pipeline_record_history_generation1.json"
 
 func TestReplayGenerationHistory(t *testing.T) {
@@ -256,10 +256,9 @@ func TestGenerationHistoryShape(t *testing.T) {
 			t.Errorf("search attributes upserted at event %d", ev.GetEventId())
 		}
 	}
-	// The cloud's limit, the setup, the teardown and the finish (the first stage
-	// marks the record Running).
-	if localActivities != 4 {
-		t.Errorf("%d local activities, want 4", localActivities)
+	// The cloud's limit, the start, the setup, the teardown and the finish.
+	if localActivities != 5 {
+		t.Errorf("%d local activities, want 5", localActivities)
 	}
 	if got := stageInputs(t, hist); strings.Join(got, ",") != "unitTest,codeScan,package" {
 		t.Errorf("stages %v, want unitTest,codeScan,package", got)

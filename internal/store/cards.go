@@ -219,7 +219,7 @@ func (rc RecentCounts) of(kind string) int64 {
 // each with its newest records as rc asks. Without a filter, a page is read from
 // the project's directory and the pipelines' cards.
 func (s *Store) ListPipelinesRecent(ctx context.Context, projectID string, o ListOptions, rc RecentCounts) ([]*model.ListedPipeline, int64, error) {
-	s.awaitDerived()
+	s.awaitDerived(ctx)
 	if len(o.Filter) > 0 {
 		pipelines, total, err := s.listPipelinesQuery(ctx, projectID, o)
 		if err != nil {

@@ -82,6 +82,9 @@ func statsText(days []DayStats) string {
 func wantCountersMatchRecords(t *testing.T, ferretWay, mongoWay *Store, q StatsQuery) []DayStats {
 	t.Helper()
 	ctx := context.Background()
+	// Both are views of one database: each waits for its own updates only.
+	ferretWay.awaitDerived(ctx)
+	mongoWay.awaitDerived(ctx)
 	want, err := ferretWay.recordStatsFromRecords(ctx, q)
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +105,7 @@ func wantCountersMatchRecords(t *testing.T, ferretWay, mongoWay *Store, q StatsQ
 // counterDocs reads every counter document by _id.
 func counterDocs(t *testing.T, s *Store) map[string]counterDoc {
 	t.Helper()
-	s.awaitDerived()
+	s.awaitDerived(context.Background())
 	ctx := context.Background()
 	cur, err := s.recordCounts().Find(ctx, bson.D{})
 	if err != nil {

@@ -22,7 +22,7 @@ const derivedMarker = "records.derived.v3"
 // what would repair counts a crash left behind, but no command runs it on demand
 // yet.
 func (s *Store) RebuildDerived(ctx context.Context) error {
-	s.awaitDerived()
+	s.awaitDerived(ctx)
 	if err := s.rebuildCounts(ctx); err != nil {
 		return fmt.Errorf("rebuild record counters: %w", err)
 	}

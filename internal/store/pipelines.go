@@ -209,6 +209,7 @@ func (s *Store) DeletePipeline(ctx context.Context, id string) error {
 	if _, err := s.records.DeleteMany(ctx, bson.D{{Key: "pipelineID", Value: id}}); err != nil {
 		return err
 	}
+	s.awaitDerived(ctx) // an update in flight must not bring back what is dropped
 	if err := errors.Join(s.dropPipelineCounts(ctx, id), s.dropPipelineRecent(ctx, id), s.unlistPipeline(ctx, p)); err != nil {
 		return err
 	}

@@ -209,6 +209,7 @@ func (s *Store) DeleteProject(ctx context.Context, id string) error {
 	if _, err := s.records.DeleteMany(ctx, bson.D{{Key: "projectID", Value: id}}); err != nil {
 		return err
 	}
+	s.awaitDerived(ctx) // an update in flight must not bring back what is dropped
 	if err := errors.Join(s.dropProjectCounts(ctx, id), s.dropProjectRecent(ctx, id)); err != nil {
 		return err
 	}

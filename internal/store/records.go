@@ -91,6 +91,8 @@ func (s *Store) DeleteRecord(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	// An update of its derived data in flight lands before it is taken out.
+	s.awaitDerived(ctx)
 	// A record deleted while it ran may still get log lines from its stage: they
 	// are watched for (DeleteOrphanLogs). A rotated record is finished, so is not.
 	s.rotation.noteDeleted(id, now())
@@ -314,8 +316,12 @@ func (s *Store) recordChanged(ctx context.Context, id string, level int) error {
 }
 
 // derivedRetryWindow is how long the derived data of a changed record keeps trying
-// to catch up through a store outage, as the caller retrying its write would have.
-const derivedRetryWindow = 2 * time.Minute
+// to catch up through a store outage, as the caller's retries would have.
+const derivedRetryWindow = 24 * time.Hour
+
+// derivedReadWait bounds how long a reader of derived data waits for the updates in
+// flight (a store outage may hold one back for long): it then reads what is there.
+const derivedReadWait = 2 * time.Second
 
 // thenDerived runs write, a change of record id, and when it succeeds brings the
 // derived data up to date towards level (recordChanged) after returning: the
@@ -326,24 +332,25 @@ const derivedRetryWindow = 2 * time.Minute
 // done leaves the record counted at its previous level, as a crash between the two
 // writes always could (countedLevel says where it is).
 func (s *Store) thenDerived(ctx context.Context, id string, level int, write func() error) error {
-	// Taken before the write: a reader that sees the change waits for its update.
-	s.derived.RLock()
+	// Counted in flight before the write: a reader that sees the change waits for
+	// its update.
+	seq := s.pending.start()
 	if err := write(); err != nil {
-		s.derived.RUnlock()
+		s.pending.end(seq)
 		return err
 	}
 	go func() {
-		defer s.derived.RUnlock()
+		defer s.pending.end(seq)
 		bg := context.WithoutCancel(ctx)
 		deadline := time.Now().Add(derivedRetryWindow)
-		for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+		for delay := 100 * time.Millisecond; ; delay = min(2*delay, 30*time.Second) {
 			c, cancel := context.WithTimeout(bg, 30*time.Second)
 			err := s.recordChanged(c, id, level)
 			cancel()
 			if err == nil {
 				return
 			}
-			if time.Now().After(deadline) {
+			if time.Now().After(deadline) || s.closing.Load() {
 				slog.Warn("derived data of a record not updated (stats and recent records miss the change until they are rebuilt)",
 					"record", id, "error", err)
 				return
@@ -355,11 +362,69 @@ func (s *Store) thenDerived(ctx context.Context, id string, level int, write fun
 }
 
 // awaitDerived returns once the derived-data updates started before it are done
-// (see thenDerived).
-func (s *Store) awaitDerived() {
-	s.derived.Lock()
-	//nolint:staticcheck // an empty critical section: waiting for the readers is the point
-	s.derived.Unlock()
+// (see thenDerived), ctx ends or derivedReadWait has passed.
+func (s *Store) awaitDerived(ctx context.Context) {
+	s.pending.wait(ctx, derivedReadWait)
+}
+
+// pendingUpdates are the derived-data updates in flight (thenDerived).
+type pendingUpdates struct {
+	mu      sync.Mutex
+	next    uint64
+	running map[uint64]struct{}
+	changed chan struct{} // closed, and replaced, whenever an update ends
+}
+
+func (p *pendingUpdates) start() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.running == nil {
+		p.running, p.changed = map[uint64]struct{}{}, make(chan struct{})
+	}
+	seq := p.next
+	p.next++
+	p.running[seq] = struct{}{}
+	return seq
+}
+
+func (p *pendingUpdates) end(seq uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.running, seq)
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// wait returns once no update started before it is in flight, ctx ends or max has
+// passed. Updates started meanwhile are not waited for.
+func (p *pendingUpdates) wait(ctx context.Context, max time.Duration) {
+	p.mu.Lock()
+	upTo := p.next
+	p.mu.Unlock()
+	timer := time.NewTimer(max)
+	defer timer.Stop()
+	for {
+		p.mu.Lock()
+		busy := false
+		for seq := range p.running {
+			if seq < upTo {
+				busy = true
+				break
+			}
+		}
+		changed := p.changed
+		p.mu.Unlock()
+		if !busy {
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+			return
+		}
+	}
 }
 
 func unfinishedStages(ss *model.StageStatus) []string {

@@ -198,7 +198,7 @@ func (s *Store) forgetPipelinesBut(ids []string) {
 // pipelinesToCount are the pipelines that may hold more than keep records, or were
 // not counted for rotationRecount: it reads their "/all" shelves by _id.
 func (s *Store) pipelinesToCount(ctx context.Context, pipelineIDs []string, keep int64) ([]string, error) {
-	s.awaitDerived() // the shelves read are derived data
+	s.awaitDerived(ctx) // the shelves read are derived data
 	all, _ := shelfToRead(recentAll, recentKept)
 	shelfIDs := make([]string, len(pipelineIDs))
 	for i, id := range pipelineIDs {
@@ -329,6 +329,8 @@ func (s *Store) rotateOut(ctx context.Context, old []*model.Record) (int, error)
 			return deleted, err
 		}
 		deleted++
+		// An update of its derived data in flight lands before it is taken out.
+		s.awaitDerived(ctx)
 		// Counted final it stays; a count that lagged (a crash) is completed.
 		err = errors.Join(s.entomb(ctx, gone),
 			s.countRecord(ctx, gone, gone.CountedLevel, countedFinal),

@@ -106,6 +106,9 @@ func (f *rotationFixture) scopes() map[string]counterScope {
 // must agree.
 func (f *rotationFixture) stats() map[string]string {
 	f.t.Helper()
+	// Both are views of one database: each waits for its own updates only.
+	f.ferretWay.awaitDerived(context.Background())
+	f.mongoWay.awaitDerived(context.Background())
 	out := map[string]string{}
 	for name, scope := range f.scopes() {
 		for i, q := range f.queries(scope) {

@@ -73,7 +73,7 @@ func StatsDays(from, to time.Time, loc *time.Location) int {
 // (From or To not on a 15-minute edge) has that bucket counted from its records and
 // from the tombstones of the records rotated out of it.
 func (s *Store) RecordStats(ctx context.Context, q StatsQuery) ([]DayStats, error) {
-	s.awaitDerived()
+	s.awaitDerived(ctx)
 	t, scope, err := newStatsTally(q)
 	if err != nil || len(t.days) == 0 {
 		return t.days, err

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
@@ -44,9 +45,10 @@ type Store struct {
 	scans onceBool
 	// rotation is what record rotation remembers between passes (rotate.go).
 	rotation rotationState
-	// derived is held for reading by every derived-data update in flight (see
-	// thenDerived), and taken for writing by readers of derived data to wait for them.
-	derived sync.RWMutex
+	// pending are the derived-data updates in flight (thenDerived); closing stops
+	// their retries.
+	pending pendingUpdates
+	closing atomic.Bool
 }
 
 // Open connects to MongoDB at uri, uses database dbName and makes sure the indexes
@@ -116,9 +118,13 @@ func (s *Store) checkKey(ctx context.Context) error {
 
 // Close disconnects from MongoDB once the derived-data updates in flight are done.
 func (s *Store) Close(ctx context.Context) error {
-	s.awaitDerived()
+	s.closing.Store(true)
+	s.pending.wait(ctx, closeWait)
 	return s.client.Disconnect(ctx)
 }
+
+// closeWait bounds how long Close waits for the derived-data updates in flight.
+const closeWait = 10 * time.Second
 
 // Ping checks that MongoDB answers.
 func (s *Store) Ping(ctx context.Context) error {
