@@ -50,10 +50,31 @@ func (w tWriter) Write(p []byte) (int, error) {
 // the SDK reports at level or above to the test log.
 func replay(t *testing.T, wf any, level slog.Level) error {
 	t.Helper()
+	return replayFile(t, wf, level, historyFile)
+}
+
+// replayFile replays a stored history file through wf registered as PipelineRecord.
+func replayFile(t *testing.T, wf any, level slog.Level, file string) error {
+	t.Helper()
 	logger := sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: level})))
 	replayer := worker.NewWorkflowReplayer()
 	replayer.RegisterWorkflowWithOptions(wf, workflow.RegisterOptions{Name: workflows.RecordWorkflowName})
-	return replayer.ReplayWorkflowHistoryFromJSONFile(logger, historyFile)
+	return replayer.ReplayWorkflowHistoryFromJSONFile(logger, file)
+}
+
+// readHistory reads a stored history file.
+func readHistory(t *testing.T, file string) *historypb.History {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	hist, err := client.HistoryFromJSON(f, client.HistoryJSONOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hist
 }
 
 // TestReplayPipelineRecordHistory replays the recorded run through the current
@@ -70,15 +91,7 @@ func TestReplayPipelineRecordHistory(t *testing.T) {
 // makes (two local activities, setup, one activity per stage on the environment's
 // queue, teardown). A truncated or foreign file would make the replay test vacuous.
 func TestRecordHistoryShape(t *testing.T) {
-	f, err := os.Open(historyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	hist, err := client.HistoryFromJSON(f, client.HistoryJSONOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	hist := readHistory(t, historyFile)
 	events := hist.GetEvents()
 	if len(events) == 0 {
 		t.Fatal("empty history")
@@ -198,10 +211,7 @@ func TestReplayRejectsIncompatibleChanges(t *testing.T) {
 const localEnvHistoryFile = "testdata/pipeline_record_history_local_env.json"
 
 func TestReplayLocalEnvironmentHistory(t *testing.T) {
-	logger := sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	replayer := worker.NewWorkflowReplayer()
-	replayer.RegisterWorkflowWithOptions(workflows.PipelineRecord, workflow.RegisterOptions{Name: workflows.RecordWorkflowName})
-	if err := replayer.ReplayWorkflowHistoryFromJSONFile(logger, localEnvHistoryFile); err != nil {
+	if err := replayFile(t, workflows.PipelineRecord, slog.LevelWarn, localEnvHistoryFile); err != nil {
 		t.Fatalf("PipelineRecord no longer replays %s: %v", localEnvHistoryFile, err)
 	}
 }
@@ -215,10 +225,7 @@ func TestReplayLocalEnvironmentHistory(t *testing.T) {
 const generationHistoryFile = "testdata/pipeline_record_history_generation1.json"
 
 func TestReplayGenerationHistory(t *testing.T) {
-	logger := sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	replayer := worker.NewWorkflowReplayer()
-	replayer.RegisterWorkflowWithOptions(workflows.PipelineRecord, workflow.RegisterOptions{Name: workflows.RecordWorkflowName})
-	if err := replayer.ReplayWorkflowHistoryFromJSONFile(logger, generationHistoryFile); err != nil {
+	if err := replayFile(t, workflows.PipelineRecord, slog.LevelWarn, generationHistoryFile); err != nil {
 		t.Fatalf("PipelineRecord no longer replays %s: %v", generationHistoryFile, err)
 	}
 }
@@ -227,15 +234,7 @@ func TestReplayGenerationHistory(t *testing.T) {
 // history is of such a record, and it asked no GetVersion (no version marker, no
 // TemporalChangeVersion upsert: a visibility write each).
 func TestGenerationHistoryShape(t *testing.T) {
-	f, err := os.Open(generationHistoryFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	hist, err := client.HistoryFromJSON(f, client.HistoryJSONOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	hist := readHistory(t, generationHistoryFile)
 	events := hist.GetEvents()
 	var in activities.RecordInput
 	if err := converter.GetDefaultDataConverter().FromPayloads(events[0].GetWorkflowExecutionStartedEventAttributes().GetInput(), &in); err != nil {

@@ -140,23 +140,9 @@ func (c *cluster) namespace(t *testing.T, name string) {
 // rest.Config as in production.
 func (w *worker) executor(t *testing.T, mod func(*kubernetes.Config)) *kubernetes.Executor {
 	t.Helper()
-	cfg := kubernetes.Config{
-		RESTConfig:       w.config,
-		Namespace:        ns,
-		DefaultResources: map[string]string{"requests.cpu": "250m", "limits.memory": "1Gi"},
-		ImagePullPolicy:  corev1.PullIfNotPresent,
-		StorageClass:     "fast",
-		WorkspaceSize:    "5Gi",
-		PollInterval:     20 * time.Millisecond,
-	}
-	if mod != nil {
-		mod(&cfg)
-	}
-	e, err := kubernetes.New(cfg)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	return e
+	cfg := testConfig(20 * time.Millisecond)
+	cfg.RESTConfig = w.config
+	return newExecutor(t, cfg, mod)
 }
 
 // startRun runs the step in the background.

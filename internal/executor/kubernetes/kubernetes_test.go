@@ -37,15 +37,26 @@ type fixture struct {
 func newFixture(t *testing.T, mod func(*kubernetes.Config)) *fixture {
 	t.Helper()
 	cli := fake.NewClientset()
-	cfg := kubernetes.Config{
-		Client:           cli,
+	cfg := testConfig(5 * time.Millisecond)
+	cfg.Client = cli
+	return &fixture{cli: cli, e: newExecutor(t, cfg, mod)}
+}
+
+// testConfig is the executor configuration of the tests, without its cluster.
+func testConfig(poll time.Duration) kubernetes.Config {
+	return kubernetes.Config{
 		Namespace:        ns,
 		DefaultResources: map[string]string{"requests.cpu": "250m", "limits.memory": "1Gi"},
 		ImagePullPolicy:  corev1.PullIfNotPresent,
 		StorageClass:     "fast",
 		WorkspaceSize:    "5Gi",
-		PollInterval:     5 * time.Millisecond,
+		PollInterval:     poll,
 	}
+}
+
+// newExecutor is kubernetes.New of cfg changed by mod (when not nil).
+func newExecutor(t *testing.T, cfg kubernetes.Config, mod func(*kubernetes.Config)) *kubernetes.Executor {
+	t.Helper()
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -53,7 +64,7 @@ func newFixture(t *testing.T, mod func(*kubernetes.Config)) *fixture {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	return &fixture{cli: cli, e: e}
+	return e
 }
 
 var rec = executor.Record{ID: "rec-1", Project: "proj", Pipeline: "pipe"}
