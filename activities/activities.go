@@ -450,8 +450,9 @@ func (a *Activities) runStageActivity(ctx context.Context, in StageInput, logger
 	}
 	// A success the workflow carries on is written later, unless others read it
 	// from the record once the stages are over (the checked out commit, for a tag
-	// or a commit status) or it names the record.
-	if in.CarryOutcome && outcome.commit == nil && outcome.name == "" {
+	// or a commit status), it names the record, or this worker is stopping (the
+	// next stage may wait long for another worker).
+	if in.CarryOutcome && outcome.commit == nil && outcome.name == "" && !stopBegun(ctx) {
 		return []model.StageUpdate{update}, nil
 	}
 	if err := a.writeOutcome(ctx, in.Record.RecordID, outcome.name, update); err != nil {
@@ -532,6 +533,16 @@ func (a *Activities) runStage(ctx context.Context, in StageInput, secrets runSec
 	msg := fmt.Sprintf("stage %s is not implemented yet", in.Stage)
 	fmt.Fprintln(log, msg)
 	return stageOutcome{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeNotImplemented, nil)
+}
+
+// stopBegun says the worker running the activity has begun to stop.
+func stopBegun(ctx context.Context) bool {
+	select {
+	case <-activity.GetWorkerStopChannel(ctx):
+		return true
+	default:
+		return false
+	}
 }
 
 // workerStopping says the stage was cut short by its worker's shutdown: the worker's
