@@ -367,17 +367,21 @@ func (a *Activities) runStageActivity(ctx context.Context, in StageInput, logger
 			running <- a.Store.UpdateStage(ctx, in.Record.RecordID, runningMark)
 		}
 	}()
+	// noStep ends the Running mark's wait when the step never starts.
+	noStep := func(err error) ([]model.StageUpdate, error) {
+		close(stepOver)
+		if markErr := <-running; markErr != nil && markErr != errNotMarked {
+			logger.Warn("mark stage running", "error", markErr)
+		}
+		return nil, err
+	}
 	secrets, err := a.loadSecrets(ctx, in.Record)
 	if err != nil {
-		close(stepOver)
-		<-running
-		return nil, err
+		return noStep(err)
 	}
 	log, err := a.openAttemptLog(ctx, in, "", info.Attempt, secrets.mask)
 	if err != nil {
-		close(stepOver)
-		<-running
-		return nil, err
+		return noStep(err)
 	}
 	fmt.Fprintf(log, "Stage: %s status: start\n", stageTitle(in.Stage))
 	outcome, runErr := a.runStage(ctx, in, secrets, log)
