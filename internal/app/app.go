@@ -192,10 +192,22 @@ func temporalStarting(err error) bool {
 
 // StartReconciler closes, in the background until ctx ends, records whose workflow
 // closed without writing its ending (terminated from the CLI, timed out, lost), and
-// counts them in m (which may be nil).
+// counts them in m (which may be nil); once at start it also catches up the derived
+// data of records a stop left behind (store.RepairDerived).
 func StartReconciler(ctx context.Context, st *store.Store, tc client.Client, logger *slog.Logger, m *metrics.Metrics) {
 	r := &reconcile.Reconciler{Store: st, Temporal: tc, Logger: logger, Metrics: m}
 	go r.Run(ctx)
+	go func() {
+		// Derived data a crash left behind (a record written, its counters and
+		// card not yet) is caught up once at start.
+		n, err := st.RepairDerived(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.Warn("repair the derived data of records", "error", err)
+		case n > 0:
+			logger.Info("repaired the derived data of records a stop had left behind", "records", n)
+		}
+	}()
 }
 
 // RotationInterval is how often old records are rotated out.

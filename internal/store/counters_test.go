@@ -593,3 +593,61 @@ func TestPackedCounts(t *testing.T) {
 		}
 	}
 }
+
+// TestRepairDerived: records whose derived update a stop cut short (written, not
+// counted: a create never counted, a finish counted only as started) are caught
+// up by RepairDerived, once: a second pass finds nothing, and the stats and the
+// pipeline's card then show them.
+func TestRepairDerived(t *testing.T) {
+	s, _ := openCountersStore(t)
+	ctx := context.Background()
+	start := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
+	counted := &model.Record{ID: "counted", ProjectID: "proj", PipelineID: "p", Status: model.StatusRunning, StartTime: start}
+	if err := s.CreateRecord(ctx, counted); err != nil {
+		t.Fatal(err)
+	}
+	s.awaitDerived(ctx)
+	// As a stop would leave them: a record inserted without its update, and the
+	// counted one finished in the records alone.
+	lost := &model.Record{ID: "lost", ProjectID: "proj", PipelineID: "p", Status: model.StatusFailed, StartTime: start.Add(time.Minute),
+		StartBucket: StartBucket(start.Add(time.Minute)), CountedLevel: countedNothing}
+	if _, err := s.records.InsertOne(ctx, lost); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.records.UpdateOne(ctx, bson.D{{Key: "_id", Value: "counted"}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "status", Value: model.StatusSuccess}}}}); err != nil {
+		t.Fatal(err)
+	}
+	q := StatsQuery{PipelineID: "p", From: start.Truncate(24 * time.Hour), To: start.Truncate(24*time.Hour).AddDate(0, 0, 1)}
+	stats := func() string {
+		got, err := s.RecordStats(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return statsText(got)
+	}
+	if got := stats(); got != "2024-03-01T00:00:00Z 1/0/0/0; " {
+		t.Fatalf("before the repair: %s, want the running record counted as started only", got)
+	}
+	n, err := s.RepairDerived(ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("RepairDerived = %d, %v; want 2 records repaired", n, err)
+	}
+	if n, err := s.RepairDerived(ctx); err != nil || n != 0 {
+		t.Fatalf("a second RepairDerived = %d, %v; want nothing left to repair", n, err)
+	}
+	if got, want := stats(), "2024-03-01T00:00:00Z 2/1/1/0; "; got != want {
+		t.Fatalf("after the repair: %s, want %s", got, want)
+	}
+	cards, _, err := s.readCards(ctx, []string{"p"}, map[string]int64{"p": recentOnCard})
+	if err != nil || cards["p"] == nil {
+		t.Fatalf("the pipeline's card: %v (%v)", cards, err)
+	}
+	var onCard []string
+	for _, r := range cards["p"].Records {
+		onCard = append(onCard, r.ID+":"+r.Status)
+	}
+	if !slices.Contains(onCard, "lost:Failed") || !slices.Contains(onCard, "counted:Success") {
+		t.Fatalf("records on the card %v, want both as they ended", onCard)
+	}
+}

@@ -7,6 +7,9 @@ import (
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+
+	"github.com/cycloneci/cyclone/internal/model"
 )
 
 // derivedMarker names the migration that built the derived data of records written
@@ -18,9 +21,8 @@ const derivedMarker = "records.derived.v3"
 // pipeline cards, pipeline directories) from the records and pipelines themselves,
 // and from the tombstones of rotated records (rotate.go), which stay counted. It
 // reads every record. The store runs it once per database, when it first opens
-// one written without (or with an older layout of) the derived data; it is also
-// what would repair counts a crash left behind, but no command runs it on demand
-// yet.
+// one written without (or with an older layout of) the derived data. Counts a
+// crash left behind are repaired by RepairDerived, which the server runs at start.
 func (s *Store) RebuildDerived(ctx context.Context) error {
 	s.awaitDerived(ctx)
 	if err := s.rebuildCounts(ctx); err != nil {
@@ -33,6 +35,43 @@ func (s *Store) RebuildDerived(ctx context.Context) error {
 		return fmt.Errorf("rebuild pipeline directories: %w", err)
 	}
 	return nil
+}
+
+// RepairDerived brings the derived data up to date with the records whose own
+// update did not happen (the process ended between a record's write and its
+// derived update, see thenDerived): those whose countedLevel is below what their
+// status calls for. It reads the records' IDs with one query (on FerretDB a scan of
+// the records), and returns how many it repaired. A record whose update another
+// process is making at the same time is counted once all the same (recordChanged).
+func (s *Store) RepairDerived(ctx context.Context) (int, error) {
+	terminal := bson.A{model.StatusSuccess, model.StatusFailed, model.StatusAborted}
+	filter := bson.D{{Key: "$or", Value: bson.A{
+		// countedNothing is 0, which the record leaves out (omitempty).
+		bson.D{{Key: "countedLevel", Value: bson.D{{Key: "$exists", Value: false}}}},
+		bson.D{{Key: "countedLevel", Value: bson.D{{Key: "$lt", Value: countedTotal}}}},
+		bson.D{{Key: "countedLevel", Value: countedTotal}, {Key: "status", Value: bson.D{{Key: "$in", Value: terminal}}}},
+	}}}
+	cur, err := s.records.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "status", Value: 1}}))
+	if err != nil {
+		return 0, fmt.Errorf("find records with lagging derived data: %w", err)
+	}
+	var lagging []struct {
+		ID     string `bson:"_id"`
+		Status string `bson:"status"`
+	}
+	if err := cur.All(ctx, &lagging); err != nil {
+		return 0, fmt.Errorf("find records with lagging derived data: %w", err)
+	}
+	repaired := 0
+	var errs []error
+	for _, r := range lagging {
+		if err := s.recordChanged(ctx, r.ID, levelOf(r.Status)); err != nil {
+			errs = append(errs, fmt.Errorf("record %s: %w", r.ID, err))
+			continue
+		}
+		repaired++
+	}
+	return repaired, errors.Join(errs...)
 }
 
 // ensureDerived builds the derived data once per database.
