@@ -41,4 +41,10 @@ func TestAbortRecordOfTerminatedWorkflow(t *testing.T) {
 				what, got.Status, got.ErrorMessage, got.EndTime, unitTest.Status)
 		}
 	}
+	// The record closed here is counted as finished, as the reconciler counts those
+	// it closes.
+	families, body := scrapeMetrics(t, f.env)
+	if s := series(families, "cyclone_records_finished_total", map[string]string{"status": model.StatusAborted}); s == nil || s.GetCounter().GetValue() != 1 {
+		t.Errorf("cyclone_records_finished_total{status=Aborted}: %v, want 1:\n%s", s, body)
+	}
 }

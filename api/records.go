@@ -209,6 +209,7 @@ func (h *handlers) closeIfWorkflowClosed(ctx context.Context, r *model.Record) (
 	if ending == nil {
 		return nil, nil
 	}
+	h.metrics.RecordFinished(ending.Status)
 	h.log.Info("closed aborted record whose workflow had closed", "record", r.ID,
 		"projectID", r.ProjectID, "pipelineID", r.PipelineID, "status", ending.Status, "reason", ending.Message)
 	return h.store.GetRecord(ctx, r.PipelineID, r.ID)

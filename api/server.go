@@ -83,7 +83,8 @@ func New(cfg Config) *echo.Echo {
 	e.Use(middleware.Recover())
 	e.Use(globalBodyLimit(cfg.BodyMax))
 
-	h := &handlers{store: cfg.Store, runs: cfg.Runs, schedules: cfg.Schedules, log: cfg.Logger, logs: cfg.Logs, tokens: cfg.Tokens, scm: cfg.SCM}
+	h := &handlers{store: cfg.Store, runs: cfg.Runs, schedules: cfg.Schedules, log: cfg.Logger, logs: cfg.Logs, tokens: cfg.Tokens, scm: cfg.SCM,
+		metrics: cfg.Metrics}
 	h.clouds, h.cloudProbe, h.cloudHostCheck = cfg.Clouds, cfg.CloudProbe, cfg.CloudHostCheck
 	h.hooks, h.publicURL = cfg.Webhooks, strings.TrimRight(cfg.PublicURL, "/")
 	h.integrations, h.sonar = cfg.Integrations, cfg.SonarQube
@@ -172,6 +173,10 @@ type handlers struct {
 
 	integrations IntegrationStore // nil: the integration routes answer 503
 	sonar        SonarQube
+
+	// metrics counts the records the handlers close (an abort of a record whose
+	// workflow had closed); nil counts nothing.
+	metrics *metrics.Metrics
 }
 
 // bodyLimit answers 413 for a body over max, before a handler reads it, and caps
