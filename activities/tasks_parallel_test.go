@@ -46,8 +46,7 @@ func TestStageTasksRunAtOnce(t *testing.T) {
 	var ts testsuite.WorkflowTestSuite
 	env := ts.NewTestActivityEnvironment()
 	env.RegisterActivityWithOptions(func(ctx context.Context) error {
-		var log io.Writer = io.Discard
-		_, err := a.runTasks(ctx, in, runSecrets{}, log, runs)
+		_, err := a.runTasks(ctx, in, runSecrets{}, io.Discard, runs)
 		return err
 	}, activity.RegisterOptions{Name: "tasks"})
 	if _, err := env.ExecuteActivity("tasks"); err != nil {
