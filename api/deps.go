@@ -34,9 +34,10 @@ type Store interface {
 	ListRecords(ctx context.Context, pipelineID string, o store.ListOptions) ([]*model.Record, int64, error)
 	ListPipelinesRecent(ctx context.Context, projectID string, o store.ListOptions, rc store.RecentCounts) ([]*model.ListedPipeline, int64, error)
 	DeleteRecord(ctx context.Context, id string) error
-	// FinishRecord writes the ending of a record whose workflow closed without
-	// writing it; a terminal record is left as it is.
-	FinishRecord(ctx context.Context, id, status, errorMessage string, end time.Time) error
+	// FinishRecordWith writes the ending of a record whose workflow closed without
+	// writing it, with the stage outcomes the workflow still held; a terminal
+	// record is left as it is.
+	FinishRecordWith(ctx context.Context, id, status, errorMessage string, end time.Time, stages []model.StageUpdate) error
 	RecordStats(ctx context.Context, q store.StatsQuery) ([]store.DayStats, error)
 }
 

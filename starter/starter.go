@@ -10,6 +10,7 @@ import (
 	"maps"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
@@ -206,6 +207,11 @@ func (s *Starter) DescribeWorkflowExecution(ctx context.Context, workflowID, run
 	ctx, cancel := context.WithTimeout(ctx, StartTimeout)
 	defer cancel()
 	return s.Client.DescribeWorkflowExecution(ctx, workflowID, runID)
+}
+
+// GetWorkflowHistory reads a record's workflow history (reconcile.HistoryReader).
+func (s *Starter) GetWorkflowHistory(ctx context.Context, workflowID, runID string, isLongPoll bool, filterType enumspb.HistoryEventFilterType) client.HistoryEventIterator {
+	return s.Client.GetWorkflowHistory(ctx, workflowID, runID, isLongPoll, filterType)
 }
 
 // Started reports whether the record's workflow exists.

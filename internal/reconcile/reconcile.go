@@ -14,6 +14,8 @@ import (
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 
 	"github.com/cycloneci/cyclone/internal/metrics"
 	"github.com/cycloneci/cyclone/internal/model"
@@ -28,15 +30,27 @@ type Store interface {
 	Finisher
 }
 
-// Finisher writes a record's ending; a record already terminal is left as it is.
+// Finisher writes a record's ending, with the stage outcomes not written yet; a
+// record already terminal is left as it is.
 type Finisher interface {
-	FinishRecord(ctx context.Context, id, status, errorMessage string, end time.Time) error
+	FinishRecordWith(ctx context.Context, id, status, errorMessage string, end time.Time, stages []model.StageUpdate) error
 }
 
 // Temporal is the part of the Temporal client the reconciler uses.
 type Temporal interface {
 	DescribeWorkflowExecution(ctx context.Context, workflowID, runID string) (*workflowservice.DescribeWorkflowExecutionResponse, error)
 }
+
+// HistoryReader reads a workflow's history (client.Client does). A Temporal that is
+// one also gives the stage outcomes the closed workflow still held (a stage's
+// success is handed back to the workflow to be written later: see
+// activities.StageInput.CarryOutcome), which the record's ending then writes.
+type HistoryReader interface {
+	GetWorkflowHistory(ctx context.Context, workflowID, runID string, isLongPoll bool, filterType enums.HistoryEventFilterType) client.HistoryEventIterator
+}
+
+// stageActivity is the activity type of a record's stages (activities.RunStage).
+const stageActivity = "RunStage"
 
 // Reconciler periodically closes records whose workflow has closed.
 type Reconciler struct {
@@ -130,6 +144,8 @@ type Ending struct {
 	Status  string    // the record's terminal status
 	Message string    // its error message, "" for none
 	End     time.Time // the workflow's close time (now for one Temporal does not know)
+
+	known bool // Temporal knows the workflow (it has a history)
 }
 
 // Record closes rec if its workflow has closed without writing its ending: in the
@@ -142,10 +158,45 @@ func Record(ctx context.Context, st Finisher, tc Temporal, rec *model.Record) (*
 	if err != nil || ending == nil {
 		return nil, err
 	}
-	if err := st.FinishRecord(ctx, rec.ID, ending.Status, ending.Message, ending.End); err != nil {
+	var held []model.StageUpdate
+	if hr, ok := tc.(HistoryReader); ok && ending.known {
+		if held, err = heldOutcomes(ctx, hr, rec.WorkflowID); err != nil {
+			return nil, err
+		}
+	}
+	if err := st.FinishRecordWith(ctx, rec.ID, ending.Status, ending.Message, ending.End, held); err != nil {
 		return nil, err
 	}
 	return ending, nil
+}
+
+// heldOutcomes are the stage outcomes the workflow held when it closed: what the
+// last stage to succeed handed back (writing them again is harmless).
+func heldOutcomes(ctx context.Context, hr HistoryReader, workflowID string) ([]model.StageUpdate, error) {
+	it := hr.GetWorkflowHistory(ctx, workflowID, "", false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	stages := map[int64]bool{} // scheduled event IDs of stage activities
+	var held []model.StageUpdate
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			return nil, fmt.Errorf("read the history of workflow %s: %w", workflowID, err)
+		}
+		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil && a.GetActivityType().GetName() == stageActivity {
+			stages[ev.GetEventId()] = true
+		}
+		a := ev.GetActivityTaskCompletedEventAttributes()
+		if a == nil || !stages[a.GetScheduledEventId()] {
+			continue
+		}
+		var outcomes []model.StageUpdate
+		if a.GetResult() != nil {
+			if err := converter.GetDefaultDataConverter().FromPayloads(a.GetResult(), &outcomes); err != nil {
+				return nil, fmt.Errorf("stage result in the history of workflow %s: %w", workflowID, err)
+			}
+		}
+		held = outcomes
+	}
+	return held, nil
 }
 
 // workflowEnding describes the workflow and tells the ending its record should have,
@@ -168,7 +219,7 @@ func workflowEnding(ctx context.Context, tc Temporal, workflowID string) (*Endin
 	if ct := info.GetCloseTime(); ct != nil {
 		end = ct.AsTime()
 	}
-	return &Ending{Status: status, Message: message, End: end}, nil
+	return &Ending{Status: status, Message: message, End: end, known: true}, nil
 }
 
 // terminalStatus maps a closed workflow to the record status it means; "" while the

@@ -9,10 +9,14 @@ import (
 	"testing"
 	"time"
 
+	commonpb "go.temporal.io/api/common/v1"
 	"go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/api/serviceerror"
 	workflowpb "go.temporal.io/api/workflow/v1"
 	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cycloneci/cyclone/internal/model"
@@ -22,8 +26,9 @@ import (
 // fakeStore holds unfinished records and what the reconciler finished.
 type fakeStore struct {
 	records  []*model.Record
-	finished map[string]model.Record // by ID: status, message, end time
-	lists    int                     // ListUnfinishedRecords calls
+	finished map[string]model.Record        // by ID: status, message, end time
+	stages   map[string][]model.StageUpdate // by ID: the held outcomes written
+	lists    int                            // ListUnfinishedRecords calls
 }
 
 // ListUnfinishedRecords pages as the store does: in the order (start time, ID), from
@@ -46,8 +51,14 @@ func (s *fakeStore) ListUnfinishedRecords(_ context.Context, after time.Time, af
 	return out, nil
 }
 
-func (s *fakeStore) FinishRecord(_ context.Context, id, status, message string, end time.Time) error {
+func (s *fakeStore) FinishRecordWith(_ context.Context, id, status, message string, end time.Time, stages []model.StageUpdate) error {
 	s.finished[id] = model.Record{Status: status, ErrorMessage: message, EndTime: &end}
+	if len(stages) > 0 {
+		if s.stages == nil {
+			s.stages = map[string][]model.StageUpdate{}
+		}
+		s.stages[id] = stages
+	}
 	return nil
 }
 
@@ -151,5 +162,73 @@ func TestOncePagesThroughTiedStartTimes(t *testing.T) {
 	}
 	if want := len(st.records)/3 + 1; st.lists != want { // 3 full pages, then an empty one
 		t.Errorf("%d pages listed, want %d", st.lists, want)
+	}
+}
+
+// historyTemporal is a fakeTemporal that also serves workflow histories.
+type historyTemporal struct {
+	fakeTemporal
+	histories map[string][]*historypb.HistoryEvent
+}
+
+func (t historyTemporal) GetWorkflowHistory(_ context.Context, id, _ string, _ bool, _ enums.HistoryEventFilterType) client.HistoryEventIterator {
+	return &eventIterator{events: t.histories[id]}
+}
+
+type eventIterator struct{ events []*historypb.HistoryEvent }
+
+func (it *eventIterator) HasNext() bool { return len(it.events) > 0 }
+
+func (it *eventIterator) Next() (*historypb.HistoryEvent, error) {
+	ev := it.events[0]
+	it.events = it.events[1:]
+	return ev, nil
+}
+
+// stageEvents are the scheduled and completed events of a stage activity that
+// handed outcomes back (none when outcomes is nil, as records before carrying did).
+func stageEvents(t *testing.T, scheduledID int64, outcomes []model.StageUpdate) []*historypb.HistoryEvent {
+	t.Helper()
+	completed := &historypb.ActivityTaskCompletedEventAttributes{ScheduledEventId: scheduledID}
+	if outcomes != nil {
+		result, err := converter.GetDefaultDataConverter().ToPayloads(outcomes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		completed.Result = result
+	}
+	return []*historypb.HistoryEvent{
+		{EventId: scheduledID, EventType: enums.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
+			Attributes: &historypb.HistoryEvent_ActivityTaskScheduledEventAttributes{ActivityTaskScheduledEventAttributes: &historypb.ActivityTaskScheduledEventAttributes{
+				ActivityType: &commonpb.ActivityType{Name: "RunStage"}}}},
+		{EventId: scheduledID + 2, EventType: enums.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+			Attributes: &historypb.HistoryEvent_ActivityTaskCompletedEventAttributes{ActivityTaskCompletedEventAttributes: completed}},
+	}
+}
+
+// A record whose workflow was terminated after a stage handed its success back
+// (to be written by the next stage, which never ran) ends with that stage's
+// success written, from the workflow's history: the last stage to succeed's
+// outcomes, not an earlier one's.
+func TestRecordWritesTheOutcomesTheWorkflowHeld(t *testing.T) {
+	unitTest := model.StageUpdate{Stage: model.StageUnitTest, Status: model.StatusSuccess}
+	pkg := model.StageUpdate{Stage: model.StagePackage, Status: model.StatusSuccess}
+	history := append(stageEvents(t, 5, []model.StageUpdate{unitTest}), stageEvents(t, 11, []model.StageUpdate{pkg})...)
+	tc := historyTemporal{
+		fakeTemporal: fakeTemporal{"cut": enums.WORKFLOW_EXECUTION_STATUS_TERMINATED, "old": enums.WORKFLOW_EXECUTION_STATUS_TERMINATED},
+		histories:    map[string][]*historypb.HistoryEvent{"cut": history, "old": stageEvents(t, 5, nil)},
+	}
+	st := &fakeStore{finished: map[string]model.Record{}}
+	for _, id := range []string{"cut", "old"} {
+		ending, err := reconcile.Record(context.Background(), st, tc, &model.Record{ID: id, WorkflowID: id, Status: model.StatusRunning})
+		if err != nil || ending == nil || ending.Status != model.StatusAborted {
+			t.Fatalf("Record(%s) = %+v, %v; want it Aborted", id, ending, err)
+		}
+	}
+	if got := st.stages["cut"]; len(got) != 1 || got[0].Stage != pkg.Stage || got[0].Status != pkg.Status {
+		t.Errorf("outcomes written with the ending: %+v, want package's success only", got)
+	}
+	if got, ok := st.stages["old"]; ok {
+		t.Errorf("a history without outcomes handed back wrote %+v", got)
 	}
 }
