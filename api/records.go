@@ -195,12 +195,7 @@ func (h *handlers) updateRecordStatus(c echo.Context) error {
 // would give it, and is returned as stored; nil while the workflow runs (it writes
 // its own ending) or when Temporal cannot tell, and the reconciler closes it later.
 func (h *handlers) closeIfWorkflowClosed(ctx context.Context, r *model.Record) (*model.Record, error) {
-	// A workflow Temporal does not know (yet: the record's create may not have
-	// started it) is the reconciler's to judge, after its grace period.
-	if started, err := h.runs.Started(ctx, r.ID); err != nil || !started {
-		return nil, nil
-	}
-	ending, err := reconcile.Record(ctx, h.store, h.runs, r)
+	ending, err := reconcile.RecordIfKnown(ctx, h.store, h.runs, r)
 	if err != nil {
 		// The cancel was delivered: answer as for a running workflow.
 		h.log.Warn("close aborted record if its workflow had closed", "record", r.ID, "error", err)

@@ -216,9 +216,7 @@ func (s *Starter) GetWorkflowHistory(ctx context.Context, workflowID, runID stri
 
 // Started reports whether the record's workflow exists.
 func (s *Starter) Started(ctx context.Context, recordID string) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, StartTimeout)
-	defer cancel()
-	_, err := s.Client.DescribeWorkflowExecution(ctx, recordID, "")
+	_, err := s.DescribeWorkflowExecution(ctx, recordID, "")
 	var notFound *serviceerror.NotFound
 	if errors.As(err, &notFound) {
 		return false, nil

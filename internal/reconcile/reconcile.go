@@ -154,8 +154,19 @@ type Ending struct {
 // while the workflow runs (it will write its own ending). A record that is already
 // terminal in st keeps its status.
 func Record(ctx context.Context, st Finisher, tc Temporal, rec *model.Record) (*Ending, error) {
+	return closeRecord(ctx, st, tc, rec, true)
+}
+
+// RecordIfKnown is Record for a workflow Temporal knows: a record whose workflow it
+// does not know (yet: the record's create may not have started it) is left alone,
+// and nil returned, for the reconciler to judge after its grace period.
+func RecordIfKnown(ctx context.Context, st Finisher, tc Temporal, rec *model.Record) (*Ending, error) {
+	return closeRecord(ctx, st, tc, rec, false)
+}
+
+func closeRecord(ctx context.Context, st Finisher, tc Temporal, rec *model.Record, unknownFails bool) (*Ending, error) {
 	ending, err := workflowEnding(ctx, tc, rec.WorkflowID)
-	if err != nil || ending == nil {
+	if err != nil || ending == nil || !ending.known && !unknownFails {
 		return nil, err
 	}
 	var held []model.StageUpdate

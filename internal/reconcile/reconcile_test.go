@@ -232,3 +232,24 @@ func TestRecordWritesTheOutcomesTheWorkflowHeld(t *testing.T) {
 		t.Errorf("a history without outcomes handed back wrote %+v", got)
 	}
 }
+
+// RecordIfKnown leaves a record whose workflow Temporal does not know alone (its
+// create may not have started it yet), where Record fails it; both close a record
+// whose workflow Temporal knows closed.
+func TestRecordIfKnownLeavesUnknownWorkflows(t *testing.T) {
+	tc := fakeTemporal{"cut": enums.WORKFLOW_EXECUTION_STATUS_TERMINATED}
+	st := &fakeStore{finished: map[string]model.Record{}}
+	ctx := context.Background()
+	if ending, err := reconcile.RecordIfKnown(ctx, st, tc, &model.Record{ID: "new", WorkflowID: "new"}); err != nil || ending != nil {
+		t.Fatalf("RecordIfKnown(unknown workflow) = %+v, %v; want nothing done", ending, err)
+	}
+	if _, ok := st.finished["new"]; ok {
+		t.Fatal("RecordIfKnown finished a record whose workflow Temporal does not know")
+	}
+	if ending, err := reconcile.RecordIfKnown(ctx, st, tc, &model.Record{ID: "cut", WorkflowID: "cut"}); err != nil || ending == nil || ending.Status != model.StatusAborted {
+		t.Fatalf("RecordIfKnown(terminated workflow) = %+v, %v; want it Aborted", ending, err)
+	}
+	if ending, err := reconcile.Record(ctx, st, tc, &model.Record{ID: "new", WorkflowID: "new"}); err != nil || ending == nil || ending.Status != model.StatusFailed {
+		t.Fatalf("Record(unknown workflow) = %+v, %v; want it Failed", ending, err)
+	}
+}

@@ -48,7 +48,6 @@ func (s *Store) RepairDerived(ctx context.Context) (int, error) {
 	filter := bson.D{{Key: "$or", Value: bson.A{
 		// countedNothing is 0, which the record leaves out (omitempty).
 		bson.D{{Key: "countedLevel", Value: bson.D{{Key: "$exists", Value: false}}}},
-		bson.D{{Key: "countedLevel", Value: bson.D{{Key: "$lt", Value: countedTotal}}}},
 		bson.D{{Key: "countedLevel", Value: countedTotal}, {Key: "status", Value: bson.D{{Key: "$in", Value: terminal}}}},
 	}}}
 	cur, err := s.records.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "status", Value: 1}}))

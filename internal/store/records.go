@@ -351,7 +351,7 @@ func (s *Store) thenDerived(ctx context.Context, id string, level int, write fun
 				return
 			}
 			if time.Now().After(deadline) || s.closing.Load() {
-				slog.Warn("derived data of a record not updated (stats and recent records miss the change until they are rebuilt)",
+				slog.Warn("derived data of a record not updated (stats and recent records miss the change until the next start repairs it)",
 					"record", id, "error", err)
 				return
 			}

@@ -229,10 +229,7 @@ func TestAPIServer(t *testing.T) {
 	t.Run("Setup", func(t *testing.T) {
 		e := w.executor(t, nil)
 		r := executor.Record{ID: "api-setup", Project: project, Pipeline: pipeline}
-		env, err := e.Setup(context.Background(), r)
-		if err != nil {
-			t.Fatalf("Setup: %v", err)
-		}
+		env := setup(t, e, r)
 		if want := (executor.Environment{Record: r}); env != want {
 			t.Errorf("Setup = %+v, want %+v", env, want)
 		}
@@ -278,10 +275,7 @@ func TestAPIServer(t *testing.T) {
 	t.Run("Run", func(t *testing.T) {
 		e := w.executor(t, nil)
 		r := executor.Record{ID: "api-run", Project: project, Pipeline: "pipe"}
-		env, err := e.Setup(context.Background(), r)
-		if err != nil {
-			t.Fatalf("Setup: %v", err)
-		}
+		env := setup(t, e, r)
 		s := executor.Step{
 			Name: "Unit Test (α)", Stage: "unit test", Image: "busybox:1",
 			Command:   []string{"/bin/sh", "-ec", "echo $HOME $(whoami) >out"},
@@ -376,10 +370,7 @@ func TestAPIServer(t *testing.T) {
 	t.Run("Cancel", func(t *testing.T) {
 		e := w.executor(t, nil)
 		r := executor.Record{ID: "api-cancel", Project: "proj", Pipeline: "pipe"}
-		env, err := e.Setup(context.Background(), r)
-		if err != nil {
-			t.Fatalf("Setup: %v", err)
-		}
+		env := setup(t, e, r)
 		s := step("long")
 		name := kubernetes.StepPodName(r.ID, s.Name)
 		log := c.kubelet.script(ns, name, "started\n")
@@ -421,10 +412,7 @@ func TestAPIServer(t *testing.T) {
 	t.Run("NotScheduled", func(t *testing.T) {
 		e := w.executor(t, func(cfg *kubernetes.Config) { cfg.StartTimeout = time.Second })
 		r := executor.Record{ID: "api-unscheduled", Project: "proj", Pipeline: "pipe"}
-		env, err := e.Setup(context.Background(), r)
-		if err != nil {
-			t.Fatalf("Setup: %v", err)
-		}
+		env := setup(t, e, r)
 		s := step("waits")
 		name := kubernetes.StepPodName(r.ID, s.Name)
 		done := startRun(context.Background(), e, env, s)
@@ -452,10 +440,7 @@ func TestAPIServer(t *testing.T) {
 		// pod is deleted.
 		e := w.executor(t, nil)
 		r := executor.Record{ID: "api-nolog", Project: "proj", Pipeline: "pipe"}
-		env, err := e.Setup(context.Background(), r)
-		if err != nil {
-			t.Fatalf("Setup: %v", err)
-		}
+		env := setup(t, e, r)
 		s := step("test")
 		name := kubernetes.StepPodName(r.ID, s.Name)
 		done := startRun(context.Background(), e, env, s)
@@ -475,10 +460,7 @@ func TestAPIServer(t *testing.T) {
 	t.Run("InvalidQuota", func(t *testing.T) {
 		e := w.executor(t, nil)
 		r := executor.Record{ID: "api-quota", Project: "proj", Pipeline: "pipe"}
-		env, err := e.Setup(context.Background(), r)
-		if err != nil {
-			t.Fatalf("Setup: %v", err)
-		}
+		env := setup(t, e, r)
 		for _, tc := range []struct {
 			name      string
 			quota     map[string]string

@@ -174,7 +174,13 @@ func (f *fixture) assertGone(t *testing.T, name string) {
 
 func (f *fixture) setup(t *testing.T, r executor.Record) executor.Environment {
 	t.Helper()
-	env, err := f.e.Setup(context.Background(), r)
+	return setup(t, f.e, r)
+}
+
+// setup sets the record's environment up on e, failing the test when it cannot.
+func setup(t *testing.T, e *kubernetes.Executor, r executor.Record) executor.Environment {
+	t.Helper()
+	env, err := e.Setup(context.Background(), r)
 	if err != nil {
 		t.Fatalf("Setup: %v", err)
 	}
