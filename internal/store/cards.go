@@ -17,16 +17,17 @@ import (
 	"github.com/cycloneci/cyclone/internal/model"
 )
 
-// Pipeline cards: what the pipeline list shows of each pipeline, in documents
-// addressed by _id. A pipeline's own card holds the pipeline and its recentOnCard
-// newest records, which is what a list usually asks for; further cards ("shelves")
-// hold its recentKept newest records of every status, of Success and of Failed, read
-// only when a list asks for more or for those. Each keeps the records as they were
-// last noted: a finished record does not change any more, so its copy is exact; a
-// record still Pending or Running is read again when a card is read. A page of the
-// list then costs a lookup of the project's directory and one per pipeline shown
-// (and per shelf asked for), however many pipelines and records there are. (The
-// embedded FerretDB reads the whole collection for any query but a lone _id
+// Pipeline cards: what the pipeline list shows of each pipeline, packed. A
+// pipeline's own card holds the pipeline and its recentOnCard newest records, which
+// is what a list usually asks for, and is kept on the pipeline's sheet (sheets.go)
+// with its neighbours by name; further cards ("shelves"), documents addressed by
+// _id, hold its recentKept newest records of every status, of Success and of
+// Failed, read only when a list asks for more or for those. Each keeps the records
+// as they were last noted: a finished record does not change any more, so its copy
+// is exact; a record still Pending or Running is read again when a card is read. A
+// page of the list then costs a lookup of the project's directory and one per sheet
+// shown (and per shelf asked for), however many pipelines and records there are.
+// (The embedded FerretDB reads the whole collection for any query but a lone _id
 // equality, and its cost of reading one grows with its bytes: hence records packed,
 // and the fewest records a list usually needs on the card it always reads.)
 
@@ -150,7 +151,7 @@ func (s *Store) mergeRecent(ctx context.Context, projectID, pipelineID string, s
 	if len(recs) == 0 {
 		return nil
 	}
-	return changePacked(ctx, s, s.cards(), &cardLocks, sh.id(pipelineID), projectID, func(c *cardContent) bool {
+	return s.changeShelf(ctx, projectID, pipelineID, sh, func(c *cardContent) bool {
 		c.Records = slices.DeleteFunc(c.Records, func(old *model.Record) bool {
 			return slices.ContainsFunc(recs, func(r *model.Record) bool { return r.ID == old.ID })
 		})
@@ -159,6 +160,15 @@ func (s *Store) mergeRecent(ctx context.Context, projectID, pipelineID string, s
 		c.Records = c.Records[:min(len(c.Records), sh.keep)]
 		return true
 	})
+}
+
+// changeShelf lets change change a pipeline's shelf: its own card on its sheet, or
+// a card of its own.
+func (s *Store) changeShelf(ctx context.Context, projectID, pipelineID string, sh shelf, change func(*cardContent) bool) error {
+	if sh.suffix == "" {
+		return s.changeOwnCard(ctx, projectID, pipelineID, change)
+	}
+	return changePacked(ctx, s, s.cards(), &cardLocks, sh.id(pipelineID), projectID, change)
 }
 
 // sortNewestFirst orders records as the newestFirst sort does: start time, then ID,
@@ -176,7 +186,7 @@ func (s *Store) forgetRecent(ctx context.Context, r *model.Record) error {
 	var errs []error
 	for _, sh := range shelvesFor(r.Status) {
 		held := false
-		err := changePacked(ctx, s, s.cards(), &cardLocks, sh.id(r.PipelineID), r.ProjectID, func(c *cardContent) bool {
+		err := s.changeShelf(ctx, r.ProjectID, r.PipelineID, sh, func(c *cardContent) bool {
 			n := len(c.Records)
 			c.Records = slices.DeleteFunc(c.Records, func(old *model.Record) bool { return old.ID == r.ID })
 			held = len(c.Records) < n
@@ -195,7 +205,7 @@ func (s *Store) forgetRecent(ctx context.Context, r *model.Record) error {
 
 // cardPipeline puts the stored pipeline p on its card.
 func (s *Store) cardPipeline(ctx context.Context, p *model.Pipeline) error {
-	return changePacked(ctx, s, s.cards(), &cardLocks, p.ID, p.ProjectID, func(c *cardContent) bool {
+	return s.changeOwnCard(ctx, p.ProjectID, p.ID, func(c *cardContent) bool {
 		c.Pipeline = p
 		return true
 	})
@@ -231,33 +241,31 @@ func (s *Store) ListPipelinesRecent(ctx context.Context, projectID string, o Lis
 		}
 		return items, total, s.addRecentFromRecords(ctx, items, rc, nil)
 	}
-	ids, total, err := s.directoryPage(ctx, projectID, o)
+	entries, total, err := s.directoryPage(ctx, projectID, o)
 	if err != nil {
 		return nil, 0, err
 	}
-	cardIDs := slices.Clone(ids) // the pipelines' own cards
-	read := map[string]shelf{}   // kind: the shelf read for it
-	shown := map[string]int64{}  // card ID: how many of its records the page shows
+	read := map[string]shelf{} // kind: the shelf read for it
+	var shelfIDs []string      // the shelves read beside the pipelines' own cards
 	for _, kind := range recentKindsListed {
 		if n := rc.of(kind); n > 0 {
 			if sh, ok := shelfToRead(kind, n); ok {
 				read[kind] = sh
-				for _, id := range ids {
-					shown[sh.id(id)] = n
+				for _, e := range entries {
 					if sh.suffix != "" {
-						cardIDs = append(cardIDs, sh.id(id))
+						shelfIDs = append(shelfIDs, sh.id(e.ID))
 					}
 				}
 			}
 		}
 	}
-	cards, live, err := s.readCards(ctx, cardIDs, shown)
+	cards, err := s.readCards(ctx, entries, shelfIDs)
 	if err != nil {
 		return nil, 0, err
 	}
-	items := make([]*model.ListedPipeline, 0, len(ids))
-	for _, id := range ids {
-		p, err := s.pipelineOnCard(ctx, id, cards[id])
+	items := make([]*model.ListedPipeline, 0, len(entries))
+	for _, e := range entries {
+		p, err := s.pipelineOnCard(ctx, e.ID, cards[e.ID])
 		if errors.Is(err, ErrNotFound) || (err == nil && p.ProjectID != projectID) {
 			continue // deleted since the directory was read
 		}
@@ -266,73 +274,49 @@ func (s *Store) ListPipelinesRecent(ctx context.Context, projectID string, o Lis
 		}
 		lp := &model.ListedPipeline{Pipeline: p}
 		for kind, sh := range read {
-			card := cards[sh.id(id)]
+			card := cards[sh.id(e.ID)]
 			if card == nil {
 				continue
 			}
 			recs := card.Records[:min(int64(len(card.Records)), rc.of(kind))]
 			if len(recs) > 0 {
-				*lp.RecentOf(statusOfKind(kind)) = recs
+				*lp.RecentOf(statusOfKind(kind)) = slices.Clone(recs)
 			}
 		}
 		items = append(items, lp)
 	}
-	refreshUnfinished(items, live)
+	if err := s.refreshUnfinished(ctx, items); err != nil {
+		return nil, 0, err
+	}
 	return items, total, s.addRecentFromRecords(ctx, items, rc, read)
 }
 
-// readCards reads and unpacks the cards with the given IDs, and the records among
-// the first shown[id] of each that were unfinished when noted, as they are now
-// (those deleted since are left out). On FerretDB, where every document is a
-// lookup of its own, a card's records are read right after it by the same lookup,
-// not after all the cards.
-func (s *Store) readCards(ctx context.Context, ids []string, shown map[string]int64) (map[string]*cardContent, map[string]*model.Record, error) {
-	cards := make(map[string]*cardContent, len(ids))
-	live := map[string]*model.Record{}
-	var later []string // MongoDB: read after the cards, with one query
+// readCards reads the own cards of the pipelines of the given directory entries
+// (from their sheets) and the shelves with the given IDs, at the same time, by card
+// ID (a pipeline's own card by the pipeline's ID).
+func (s *Store) readCards(ctx context.Context, entries []directoryEntry, shelfIDs []string) (map[string]*cardContent, error) {
+	var own map[string]*cardContent
+	var ownErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { own, ownErr = s.readOwnCards(ctx, entries) })
+	shelved := map[string]*cardContent{}
 	var mu sync.Mutex
-	inline := s.scansQueries(ctx)
-	err := eachByID(ctx, s, s.cards(), ids, func(id string, d *packedDoc) error {
+	err := eachByID(ctx, s, s.cards(), shelfIDs, func(id string, d *packedDoc) error {
 		c := new(cardContent)
 		if err := unpack(d.Content, c); err != nil {
 			return fmt.Errorf("card %s: %w", id, err)
 		}
-		var stale []string
-		for _, r := range c.Records[:min(int64(len(c.Records)), shown[id])] {
-			if !model.IsTerminal(r.Status) {
-				stale = append(stale, r.ID)
-			}
-		}
-		now := make(map[string]*model.Record, len(stale))
-		if inline {
-			for _, rid := range stale {
-				r, err := findOne[model.Record](ctx, s.records, bson.D{{Key: "_id", Value: rid}})
-				if errors.Is(err, ErrNotFound) {
-					continue
-				}
-				if err != nil {
-					return err
-				}
-				now[rid] = r
-			}
-			stale = nil
-		}
 		mu.Lock()
 		defer mu.Unlock()
-		cards[id] = c
-		maps.Copy(live, now)
-		later = append(later, stale...)
+		shelved[id] = c
 		return nil
 	})
-	if err != nil {
-		return nil, nil, err
+	wg.Wait()
+	if err = errors.Join(ownErr, err); err != nil {
+		return nil, err
 	}
-	now, err := findByIDs[model.Record](ctx, s, s.records, later)
-	if err != nil {
-		return nil, nil, err
-	}
-	maps.Copy(live, now)
-	return cards, live, nil
+	maps.Copy(own, shelved)
+	return own, nil
 }
 
 // pipelineOnCard is the pipeline a card holds, or the stored one when the card has
@@ -345,8 +329,22 @@ func (s *Store) pipelineOnCard(ctx context.Context, id string, card *cardContent
 }
 
 // refreshUnfinished replaces the copies of records noted before they finished by
-// the records as they are now (live), and drops those deleted since.
-func refreshUnfinished(items []*model.ListedPipeline, live map[string]*model.Record) {
+// the records as they are now, and drops those deleted since.
+func (s *Store) refreshUnfinished(ctx context.Context, items []*model.ListedPipeline) error {
+	var stale []string
+	for _, lp := range items {
+		for _, kind := range recentKindsListed {
+			for _, r := range *lp.RecentOf(statusOfKind(kind)) {
+				if !model.IsTerminal(r.Status) {
+					stale = append(stale, r.ID)
+				}
+			}
+		}
+	}
+	live, err := findByIDs[model.Record](ctx, s, s.records, stale)
+	if err != nil {
+		return err
+	}
 	for _, lp := range items {
 		for _, kind := range recentKindsListed {
 			recs := lp.RecentOf(statusOfKind(kind))
@@ -365,6 +363,7 @@ func refreshUnfinished(items []*model.ListedPipeline, live map[string]*model.Rec
 			*recs = kept
 		}
 	}
+	return nil
 }
 
 // addRecentFromRecords reads from the records the recent records of the kinds rc
@@ -390,30 +389,40 @@ func (s *Store) addRecentFromRecords(ctx context.Context, items []*model.ListedP
 	return nil
 }
 
-// dropPipelineRecent deletes a deleted pipeline's cards.
-func (s *Store) dropPipelineRecent(ctx context.Context, pipelineID string) error {
-	var errs []error
+// dropPipelineRecent deletes a deleted pipeline's cards (before it leaves its
+// directory, which says where its own card is).
+func (s *Store) dropPipelineRecent(ctx context.Context, p *model.Pipeline) error {
+	errs := []error{s.dropOwnCard(ctx, p.ProjectID, p.ID)}
 	for _, sh := range shelves {
-		_, err := s.cards().DeleteOne(ctx, bson.D{{Key: "_id", Value: sh.id(pipelineID)}})
-		errs = append(errs, err)
+		if sh.suffix != "" {
+			_, err := s.cards().DeleteOne(ctx, bson.D{{Key: "_id", Value: sh.id(p.ID)}})
+			errs = append(errs, err)
+		}
 	}
+	s.sheetIDs.forget(p.ID)
 	return errors.Join(errs...)
 }
 
-// dropProjectRecent deletes a deleted project's cards and pipeline directory.
+// dropProjectRecent deletes a deleted project's cards, sheets and pipeline
+// directory.
 func (s *Store) dropProjectRecent(ctx context.Context, projectID string) error {
-	if _, err := s.cards().DeleteMany(ctx, bson.D{{Key: "projectID", Value: projectID}}); err != nil {
-		return err
+	for _, coll := range []*mongo.Collection{s.cards(), s.sheets()} {
+		if _, err := coll.DeleteMany(ctx, bson.D{{Key: "projectID", Value: projectID}}); err != nil {
+			return err
+		}
 	}
 	_, err := s.directories().DeleteOne(ctx, bson.D{{Key: "_id", Value: projectID}})
 	return err
 }
 
-// rebuildRecent writes every card again from the pipelines and the records, in one
-// pass over the records (unsorted: MongoDB could not sort them all in memory).
+// rebuildRecent writes every card and sheet again from the pipelines and the
+// records, in one pass over the records (unsorted: MongoDB could not sort them all
+// in memory). The directories must be up to date: they say where the sheets are.
 func (s *Store) rebuildRecent(ctx context.Context) error {
-	if _, err := s.cards().DeleteMany(ctx, bson.D{}); err != nil {
-		return err
+	for _, coll := range []*mongo.Collection{s.cards(), s.sheets()} {
+		if _, err := coll.DeleteMany(ctx, bson.D{}); err != nil {
+			return err
+		}
 	}
 	pcur, err := s.pipelines.Find(ctx, bson.D{})
 	if err != nil {
@@ -459,8 +468,9 @@ func (s *Store) rebuildRecent(ctx context.Context) error {
 	return s.shelveGroups(ctx, newest)
 }
 
-// Pipeline directories: each project's pipelines by ID and name in one document,
-// so a page of the pipeline list is one lookup and a lookup per pipeline shown.
+// Pipeline directories: each project's pipelines by ID, name and sheet in one
+// document, so a page of the pipeline list is one lookup and a lookup per sheet
+// shown.
 
 func (s *Store) directories() *mongo.Collection { return s.db.Collection("pipelineDirectories") }
 
@@ -472,25 +482,43 @@ type directoryContent struct {
 
 // directoryEntry is a pipeline in its project's directory.
 type directoryEntry struct {
-	ID   string `bson:"id"`
-	Name string `bson:"name"`
+	ID    string `bson:"id"`
+	Name  string `bson:"name"`
+	Sheet string `bson:"sheet,omitempty"` // the sheet of its own card (see sheetFor)
 }
 
 // sortByName orders a directory's entries by name, then ID.
-func (dc *directoryContent) sortByName() {
-	slices.SortFunc(dc.Pipelines, func(a, b directoryEntry) int {
-		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID))
-	})
+func (dc *directoryContent) sortByName() { slices.SortFunc(dc.Pipelines, compareByName) }
+
+func compareByName(a, b directoryEntry) int {
+	return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID))
 }
 
-// listPipeline puts p in its project's directory (or renames it there).
+// listPipeline puts p in its project's directory, on a sheet (sheetFor), or renames
+// it there (on the sheet it has).
 func (s *Store) listPipeline(ctx context.Context, p *model.Pipeline) error {
-	return changePacked(ctx, s, s.directories(), &directoryLocks, p.ProjectID, p.ProjectID, func(dc *directoryContent) bool {
-		dc.Pipelines = slices.DeleteFunc(dc.Pipelines, func(e directoryEntry) bool { return e.ID == p.ID })
-		dc.Pipelines = append(dc.Pipelines, directoryEntry{ID: p.ID, Name: p.Name})
-		dc.sortByName()
+	var sheet string
+	err := changePacked(ctx, s, s.directories(), &directoryLocks, p.ProjectID, p.ProjectID, func(dc *directoryContent) bool {
+		sheet = ""
+		dc.Pipelines = slices.DeleteFunc(dc.Pipelines, func(e directoryEntry) bool {
+			if e.ID == p.ID {
+				sheet = e.Sheet
+			}
+			return e.ID == p.ID
+		})
+		entry := directoryEntry{ID: p.ID, Name: p.Name, Sheet: sheet}
+		i, _ := slices.BinarySearchFunc(dc.Pipelines, entry, compareByName)
+		if entry.Sheet == "" {
+			entry.Sheet = sheetFor(dc.Pipelines, i, p.ID)
+		}
+		sheet = entry.Sheet
+		dc.Pipelines = slices.Insert(dc.Pipelines, i, entry)
 		return true
 	})
+	if err == nil {
+		s.sheetIDs.remember(p.ID, sheet)
+	}
+	return err
 }
 
 // unlistPipeline takes p out of its project's directory.
@@ -531,9 +559,9 @@ func (s *Store) directoryLookup(ctx context.Context, projectID, name string) (st
 	return "", err
 }
 
-// directoryPage is the IDs of a page of a project's pipelines by name, read from
-// its directory, and how many pipelines the project has.
-func (s *Store) directoryPage(ctx context.Context, projectID string, o ListOptions) ([]string, int64, error) {
+// directoryPage is a page of a project's pipelines by name, read from its
+// directory, and how many pipelines the project has.
+func (s *Store) directoryPage(ctx context.Context, projectID string, o ListOptions) ([]directoryEntry, int64, error) {
 	dir, err := s.directory(ctx, projectID)
 	if err != nil {
 		return nil, 0, err
@@ -543,15 +571,11 @@ func (s *Store) directoryPage(ctx context.Context, projectID string, o ListOptio
 	if o.Limit > 0 {
 		page = page[:min(o.Limit, int64(len(page)))]
 	}
-	ids := make([]string, len(page))
-	for i, e := range page {
-		ids[i] = e.ID
-	}
-	return ids, total, nil
+	return page, total, nil
 }
 
 // rebuildDirectories writes every project's pipeline directory again from the
-// pipelines.
+// pipelines, which keep their sheets.
 func (s *Store) rebuildDirectories(ctx context.Context) error {
 	cur, err := s.pipelines.Find(ctx, bson.D{}, options.Find().SetProjection(bson.D{{Key: "projectID", Value: 1}, {Key: "name", Value: 1}}))
 	if err != nil {
@@ -574,11 +598,27 @@ func (s *Store) rebuildDirectories(ctx context.Context) error {
 	if err := cur.Err(); err != nil {
 		return err
 	}
+	// Pipelines keep their sheets (see sheetFor); those without one get one.
+	for projectID, dc := range byProject {
+		old, err := s.directory(ctx, projectID)
+		if err != nil {
+			return err
+		}
+		sheets := make(map[string]string, len(old))
+		for _, e := range old {
+			sheets[e.ID] = e.Sheet
+		}
+		for i, e := range dc.Pipelines {
+			dc.Pipelines[i].Sheet = sheets[e.ID]
+		}
+		dc.sortByName()
+		assignSheets(dc.Pipelines)
+	}
 	if _, err := s.directories().DeleteMany(ctx, bson.D{}); err != nil {
 		return err
 	}
+	s.sheetIDs.clear()
 	for projectID, dc := range byProject {
-		dc.sortByName()
 		err := changePacked(ctx, s, s.directories(), &directoryLocks, projectID, projectID, func(c *directoryContent) bool {
 			*c = *dc
 			return true

@@ -14,8 +14,8 @@ import (
 
 // derivedMarker names the migration that built the derived data of records written
 // before the store kept it (v2: bucket counts packed; v3: cards and directories
-// packed).
-const derivedMarker = "records.derived.v3"
+// packed; v4: pipelines' own cards on sheets).
+const derivedMarker = "records.derived.v4"
 
 // RebuildDerived recomputes all data derived from the records (day counters,
 // pipeline cards, pipeline directories) from the records and pipelines themselves,
@@ -28,11 +28,11 @@ func (s *Store) RebuildDerived(ctx context.Context) error {
 	if err := s.rebuildCounts(ctx); err != nil {
 		return fmt.Errorf("rebuild record counters: %w", err)
 	}
-	if err := s.rebuildRecent(ctx); err != nil {
-		return fmt.Errorf("rebuild pipeline cards: %w", err)
-	}
 	if err := s.rebuildDirectories(ctx); err != nil {
 		return fmt.Errorf("rebuild pipeline directories: %w", err)
+	}
+	if err := s.rebuildRecent(ctx); err != nil {
+		return fmt.Errorf("rebuild pipeline cards: %w", err)
 	}
 	return nil
 }

@@ -128,7 +128,11 @@ func (s *Store) CreatePipeline(ctx context.Context, p *model.Pipeline) error {
 	if _, err := s.pipelines.InsertOne(ctx, p); err != nil {
 		return writeErr(err)
 	}
-	return errors.Join(s.cardPipeline(ctx, p), s.listPipeline(ctx, p))
+	// Listed first: the directory gives the pipeline its sheet.
+	if err := s.listPipeline(ctx, p); err != nil {
+		return err
+	}
+	return s.cardPipeline(ctx, p)
 }
 
 // GetPipeline returns the pipeline called name in a project. On a server that scans
@@ -194,7 +198,7 @@ func (s *Store) UpdatePipeline(ctx context.Context, projectID, name string, p *m
 	if p.Name == old.Name {
 		return s.cardPipeline(ctx, p)
 	}
-	return errors.Join(s.cardPipeline(ctx, p), s.listPipeline(ctx, p))
+	return errors.Join(s.listPipeline(ctx, p), s.cardPipeline(ctx, p))
 }
 
 // DeletePipeline deletes a pipeline and its records.
@@ -210,7 +214,7 @@ func (s *Store) DeletePipeline(ctx context.Context, id string) error {
 		return err
 	}
 	s.awaitDerived(ctx) // an update in flight must not bring back what is dropped
-	if err := errors.Join(s.dropPipelineCounts(ctx, id), s.dropPipelineRecent(ctx, id), s.unlistPipeline(ctx, p)); err != nil {
+	if err := errors.Join(s.dropPipelineCounts(ctx, id), s.dropPipelineRecent(ctx, p), s.unlistPipeline(ctx, p)); err != nil {
 		return err
 	}
 	res, err := s.pipelines.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}})

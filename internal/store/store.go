@@ -49,6 +49,8 @@ type Store struct {
 	// their retries.
 	pending pendingUpdates
 	closing atomic.Bool
+	// sheetIDs are the sheets of the pipelines met (sheets.go).
+	sheetIDs sheetIndex
 }
 
 // Open connects to MongoDB at uri, uses database dbName and makes sure the indexes
@@ -139,7 +141,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // lookups, devstack.IndexIDLookups) finds them all.
 var collections = []string{
 	"projects", "pipelines", "records", "logs", "logHeads", "meta", "migrations", "tokens", "clouds",
-	"integrations", "slots", "counters", "recordCounts", "pipelineCards", "pipelineDirectories",
+	"integrations", "slots", "counters", "recordCounts", "pipelineCards", "pipelineSheets", "pipelineDirectories",
 	"projectNames", "rotatedRecords",
 }
 

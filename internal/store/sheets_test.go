@@ -1,0 +1,211 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"go.mongodb.org/mongo-driver/bson"
+
+	"github.com/cycloneci/cyclone/internal/model"
+)
+
+// sheetFor keeps sheets as runs of names while they have room.
+func TestSheetFor(t *testing.T) {
+	dir := func(sheets ...string) []directoryEntry {
+		out := make([]directoryEntry, len(sheets))
+		for i, sh := range sheets {
+			out[i] = directoryEntry{ID: fmt.Sprintf("p%d", i), Name: fmt.Sprintf("n%02d", i), Sheet: sh}
+		}
+		return out
+	}
+	full := slices.Repeat([]string{"F"}, sheetCapacity)
+	for _, c := range []struct {
+		name string
+		dir  []directoryEntry
+		at   int
+		want string
+	}{
+		{"first pipeline of a project", nil, 0, "new"},
+		{"between two of a sheet", dir("A", "A", "A"), 1, "A"},
+		{"between two of a full sheet", dir(full...), 3, "new"},
+		{"after the last of a sheet", dir("A", "A", "B"), 2, "A"},
+		{"at the end", dir("A", "A"), 2, "A"},
+		{"before the first of a sheet", dir("A", "B", "B"), 1, "A"}, // the one before it ends its sheet
+		{"before the first of a sheet, the one before full", dir(append(slices.Clone(full), "B")...), sheetCapacity, "B"},
+		{"between two in the middle of their sheets", dir("C", "A", "C", "A"), 2, "new"},
+		{"at the start", dir("B", "B"), 0, "B"},
+	} {
+		if got := sheetFor(c.dir, c.at, "new"); got != c.want {
+			t.Errorf("%s: sheet %q, want %q", c.name, got, c.want)
+		}
+	}
+}
+
+// assignSheets fills new sheets sheetFill at a time along runs of pipelines without
+// one, and leaves the others where they are.
+func TestAssignSheets(t *testing.T) {
+	dir := make([]directoryEntry, 2*sheetFill+3)
+	for i := range dir {
+		dir[i] = directoryEntry{ID: fmt.Sprintf("p%d", i)}
+	}
+	dir[sheetFill+1].Sheet = "kept"
+	assignSheets(dir)
+	size := map[string]int{}
+	for i, e := range dir {
+		size[e.Sheet]++
+		if i > 0 && e.Sheet != dir[i-1].Sheet && size[e.Sheet] > 1 {
+			t.Fatalf("sheet %s is not a run: %v", e.Sheet, dir)
+		}
+	}
+	if dir[sheetFill+1].Sheet != "kept" || size["kept"] != 1 || size[""] != 0 || len(size) != 5 {
+		t.Fatalf("sheets %v, want 4 new ones of at most %d and the kept one", size, sheetFill)
+	}
+}
+
+// Pipelines created in any order of names each have their card on the sheet their
+// directory names, sheets hold at most sheetCapacity, and a page of the list reads a
+// few sheets: runs of names share them. Renamed, a pipeline keeps its sheet; deleted,
+// its card leaves it, and the last one out deletes the sheet; rebuilt, the
+// directories keep the sheets.
+func TestSheetsFollowPipelines(t *testing.T) {
+	s, _ := openCountersStore(t)
+	ctx := context.Background()
+	const n = 200
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("pipe-%03d", i)
+	}
+	rand.New(rand.NewPCG(1, 2)).Shuffle(n, func(i, j int) { names[i], names[j] = names[j], names[i] })
+	for _, name := range names {
+		if err := s.CreatePipeline(ctx, &model.Pipeline{Name: name, ProjectID: "proj", Build: &model.Build{}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(when string, maxSheetsPerPage int) []directoryEntry {
+		t.Helper()
+		dir, err := s.directory(ctx, "proj")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cards, err := s.readOwnCards(ctx, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		size := map[string]int{}
+		for _, e := range dir {
+			size[e.Sheet]++
+			if c := cards[e.ID]; c == nil || c.Pipeline == nil || c.Pipeline.Name != e.Name {
+				t.Fatalf("%s: pipeline %s: card %+v not on its sheet %s", when, e.Name, c, e.Sheet)
+			}
+		}
+		docs, err := s.sheets().CountDocuments(ctx, bson.D{})
+		if err != nil || docs != int64(len(size)) {
+			t.Fatalf("%s: %d sheet documents (%v), want the %d the directory names", when, docs, err, len(size))
+		}
+		for sheet, k := range size {
+			if sheet == "" || k > sheetCapacity {
+				t.Fatalf("%s: sheet %q holds %d pipelines", when, sheet, k)
+			}
+		}
+		for start := 0; start < len(dir); start += 100 {
+			page := map[string]bool{}
+			for _, e := range dir[start:min(start+100, len(dir))] {
+				page[e.Sheet] = true
+			}
+			if len(page) > maxSheetsPerPage {
+				t.Fatalf("%s: the page from %d reads %d sheets, want at most %d", when, start, len(page), maxSheetsPerPage)
+			}
+		}
+		return dir
+	}
+	// Names in random order leave sheets of about 5 (TestSheetFor's rules); a page
+	// of 100 reads about 25 of them instead of 100 cards.
+	before := check("created in random order", 40)
+
+	p, err := s.GetPipeline(ctx, "proj", before[0].Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Name = "zzz-renamed"
+	if err := s.UpdatePipeline(ctx, "proj", before[0].Name, p); err != nil {
+		t.Fatal(err)
+	}
+	dir := check("renamed", 40)
+	if last := dir[len(dir)-1]; last.ID != p.ID || last.Sheet != before[0].Sheet {
+		t.Fatalf("the renamed pipeline %+v, want it last on its sheet %s", last, before[0].Sheet)
+	}
+	// Delete every pipeline of one sheet: the sheet goes with the last.
+	gone := before[len(before)/2].Sheet
+	for _, e := range before {
+		if e.Sheet == gone {
+			if err := s.DeletePipeline(ctx, e.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	check("a sheet's pipelines deleted", 40)
+	if found, err := s.sheets().CountDocuments(ctx, bson.D{{Key: "_id", Value: gone}}); err != nil || found != 0 {
+		t.Fatalf("the emptied sheet %s: %d documents (%v)", gone, found, err)
+	}
+
+	dir = check("before the rebuild", 40)
+	if err := s.RebuildDerived(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rebuilt := check("rebuilt", 40); !slices.Equal(rebuilt, dir) {
+		t.Fatalf("the rebuild moved pipelines between sheets:\n%v\n%v", dir, rebuilt)
+	}
+
+	// Names in order (as pipelines made by a script are) fill sheets in runs.
+	for i := range 100 {
+		if err := s.CreatePipeline(ctx, &model.Pipeline{Name: fmt.Sprintf("seq-%03d", i), ProjectID: "seq", Build: &model.Build{}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seq, err := s.directory(ctx, "seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sheets := map[string]bool{}
+	for _, e := range seq {
+		sheets[e.Sheet] = true
+	}
+	if want := (100 + sheetCapacity - 1) / sheetCapacity; len(sheets) != want {
+		t.Fatalf("100 pipelines created in name order are on %d sheets, want %d", len(sheets), want)
+	}
+
+	// A database written before sheets: its rebuild puts every pipeline on one.
+	err = changePacked(ctx, s, s.directories(), &directoryLocks, "seq", "seq", func(dc *directoryContent) bool {
+		for i := range dc.Pipelines {
+			dc.Pipelines[i].Sheet = ""
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.sheets().DeleteMany(ctx, bson.D{{Key: "projectID", Value: "seq"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.sheetIDs.clear()
+	if err := s.RebuildDerived(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if seq, err = s.directory(ctx, "seq"); err != nil {
+		t.Fatal(err)
+	}
+	cards, err := s.readOwnCards(ctx, seq)
+	if err != nil || len(cards) != 100 {
+		t.Fatalf("after the rebuild of a directory without sheets: %d cards (%v), want 100", len(cards), err)
+	}
+	clear(sheets)
+	for _, e := range seq {
+		sheets[e.Sheet] = true
+	}
+	if want := (100 + sheetFill - 1) / sheetFill; len(sheets) != want {
+		t.Fatalf("the rebuild put 100 pipelines on %d sheets, want %d", len(sheets), want)
+	}
+}
