@@ -40,6 +40,7 @@ lint: $(GOLANGCI_LINT)
 bench: test-deps
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/
 	$(GO) test -run '^$$' -bench . -benchtime 20x -timeout 30m ./bench/logs/
+	$(GO) test -run '^$$' -bench BenchmarkOwnCardWrite -benchtime 200x ./internal/store/
 
 clean:
 	rm -rf bin

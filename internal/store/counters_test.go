@@ -29,7 +29,7 @@ import (
 // openCountersStore opens a store on a fresh embedded FerretDB, as the server does
 // (startStore does it for the tests outside the package), and a second store on the same database that
 // reads the MongoDB way (counters by _id $in, $group for the records).
-func openCountersStore(t *testing.T) (ferretWay, mongoWay *Store) {
+func openCountersStore(t testing.TB) (ferretWay, mongoWay *Store) {
 	t.Helper()
 	ctx := context.Background()
 	m, err := devstack.StartMongo(ctx, devstack.MongoOptions{DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})

@@ -1,13 +1,17 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
+
+	"github.com/cycloneci/cyclone/internal/model"
 )
 
 // Pipeline sheets: a pipeline's own card (the pipeline and its recentOnCard newest
@@ -172,7 +176,9 @@ func (s *Store) dropOwnCard(ctx context.Context, projectID, pipelineID string) e
 }
 
 // readOwnCards reads the own cards of the given directory entries from their
-// sheets, by pipeline ID (those the sheets do not hold are left out).
+// sheets, by pipeline ID (those the sheets do not hold are left out). The cards'
+// records may be shared with other readers (see sheetMemo): they must not be
+// changed; the pipelines are the caller's.
 func (s *Store) readOwnCards(ctx context.Context, entries []directoryEntry) (map[string]*cardContent, error) {
 	wanted := map[string][]string{} // sheet: the pipelines read from it
 	var sheetIDs []string
@@ -188,18 +194,83 @@ func (s *Store) readOwnCards(ctx context.Context, entries []directoryEntry) (map
 	cards := make(map[string]*cardContent, len(entries))
 	var mu sync.Mutex
 	err := eachByID(ctx, s, s.sheets(), sheetIDs, func(id string, d *packedDoc) error {
-		var sc sheetContent
-		if err := unpack(d.Content, &sc); err != nil {
+		sheet, err := s.sheetMemo.unpack(id, d.Content)
+		if err != nil {
 			return fmt.Errorf("sheet %s: %w", id, err)
+		}
+		own := make(map[string]*cardContent, len(wanted[id]))
+		for _, pid := range wanted[id] {
+			rc := sheet.Cards[pid]
+			if rc == nil {
+				continue
+			}
+			c := &cardContent{Records: rc.Records}
+			if rc.Pipeline != nil {
+				c.Pipeline = new(model.Pipeline)
+				if err := bson.Unmarshal(rc.Pipeline, c.Pipeline); err != nil {
+					return fmt.Errorf("sheet %s, pipeline %s: %w", id, pid, err)
+				}
+			}
+			own[pid] = c
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		for _, pid := range wanted[id] {
-			if c := sc.Cards[pid]; c != nil {
-				cards[pid] = c
-			}
-		}
+		maps.Copy(cards, own)
 		return nil
 	})
 	return cards, err
+}
+
+// unpackedSheet is a sheet's content as readers take it: its records unpacked, its
+// pipelines left as BSON for each reader to unpack its own copy.
+type unpackedSheet struct {
+	Cards map[string]*struct {
+		Pipeline bson.Raw        `bson:"pipeline,omitempty"`
+		Records  []*model.Record `bson:"records"`
+	} `bson:"cards"`
+}
+
+// sheetMemo remembers the sheets this process unpacked last, by _id, with the exact
+// bytes they were unpacked from: a sheet read again unchanged (a list polled, the
+// next page) is not unpacked again, which is most of a list's own work. It holds
+// at most sheetMemoSize sheets.
+type sheetMemo struct {
+	mu     sync.Mutex
+	sheets map[string]memoSheet
+}
+
+type memoSheet struct {
+	packed []byte
+	sheet  *unpackedSheet
+}
+
+// sheetMemoSize bounds the sheets a process remembers unpacked (each some 100 KiB).
+const sheetMemoSize = 128
+
+// unpack is the content of sheet id packed as packed: remembered, or unpacked now.
+// What it returns is shared: it must not be changed.
+func (sm *sheetMemo) unpack(id string, packed []byte) (*unpackedSheet, error) {
+	sm.mu.Lock()
+	m, ok := sm.sheets[id]
+	sm.mu.Unlock()
+	if ok && bytes.Equal(m.packed, packed) {
+		return m.sheet, nil
+	}
+	sheet := new(unpackedSheet)
+	if err := unpack(packed, sheet); err != nil {
+		return nil, err
+	}
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	if sm.sheets == nil {
+		sm.sheets = make(map[string]memoSheet, sheetMemoSize)
+	}
+	if _, ok := sm.sheets[id]; !ok && len(sm.sheets) >= sheetMemoSize {
+		for other := range sm.sheets { // any one
+			delete(sm.sheets, other)
+			break
+		}
+	}
+	sm.sheets[id] = memoSheet{packed: slices.Clone(packed), sheet: sheet}
+	return sheet, nil
 }

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
 
@@ -207,5 +208,53 @@ func TestSheetsFollowPipelines(t *testing.T) {
 	}
 	if want := (100 + sheetFill - 1) / sheetFill; len(sheets) != want {
 		t.Fatalf("the rebuild put 100 pipelines on %d sheets, want %d", len(sheets), want)
+	}
+}
+
+// A sheet read again unchanged is not unpacked again, yet each reader gets its own
+// pipeline to change (the API redacts it); a sheet changed since is unpacked anew.
+func TestSheetMemo(t *testing.T) {
+	s, _ := openCountersStore(t)
+	ctx := context.Background()
+	p := &model.Pipeline{Name: "memo", ProjectID: "proj", Build: &model.Build{}}
+	if err := s.CreatePipeline(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	record := func(id string) *model.Record {
+		end := start.Add(time.Minute)
+		start = end
+		return &model.Record{ID: id, ProjectID: "proj", PipelineID: p.ID, Status: model.StatusSuccess,
+			StartTime: end, EndTime: &end, StageStatus: &model.StageStatus{}}
+	}
+	if err := s.InsertRecords(ctx, []*model.Record{record("r1")}); err != nil {
+		t.Fatal(err)
+	}
+	read := func() *cardContent {
+		t.Helper()
+		dir, err := s.directory(ctx, "proj")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cards, err := s.readOwnCards(ctx, dir)
+		if err != nil || cards[p.ID] == nil || cards[p.ID].Pipeline == nil {
+			t.Fatalf("the card: %v (%v)", cards, err)
+		}
+		return cards[p.ID]
+	}
+	first := read()
+	first.Pipeline.Name = "changed by a reader"
+	second := read()
+	if second.Pipeline.Name != "memo" || second.Pipeline == first.Pipeline {
+		t.Fatalf("a reader's change of its pipeline reached the next reader: %q", second.Pipeline.Name)
+	}
+	if len(second.Records) != 1 || second.Records[0] != first.Records[0] {
+		t.Fatalf("the unchanged sheet was unpacked again: records %v and %v", first.Records, second.Records)
+	}
+	if err := s.InsertRecords(ctx, []*model.Record{record("r2")}); err != nil {
+		t.Fatal(err)
+	}
+	if third := read(); len(third.Records) != 2 || third.Records[0].ID != "r2" {
+		t.Fatalf("after a change of the sheet: records %v, want r2 and r1", third.Records)
 	}
 }

@@ -49,8 +49,10 @@ type Store struct {
 	// their retries.
 	pending pendingUpdates
 	closing atomic.Bool
-	// sheetIDs are the sheets of the pipelines met (sheets.go).
-	sheetIDs sheetIndex
+	// sheetIDs are the sheets of the pipelines met, sheetMemo the sheets read last
+	// (sheets.go).
+	sheetIDs  sheetIndex
+	sheetMemo sheetMemo
 }
 
 // Open connects to MongoDB at uri, uses database dbName and makes sure the indexes
