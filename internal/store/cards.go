@@ -14,6 +14,8 @@ import (
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
+	"github.com/google/uuid"
+
 	"github.com/cycloneci/cyclone/internal/model"
 )
 
@@ -166,7 +168,7 @@ func (s *Store) mergeRecent(ctx context.Context, projectID, pipelineID string, s
 // a card of its own.
 func (s *Store) changeShelf(ctx context.Context, projectID, pipelineID string, sh shelf, change func(*cardContent) bool) error {
 	if sh.suffix == "" {
-		return s.changeOwnCard(ctx, projectID, pipelineID, change)
+		return s.changeOwnCard(ctx, projectID, pipelineID, false, change)
 	}
 	return changePacked(ctx, s, s.cards(), &cardLocks, sh.id(pipelineID), projectID, change)
 }
@@ -205,7 +207,7 @@ func (s *Store) forgetRecent(ctx context.Context, r *model.Record) error {
 
 // cardPipeline puts the stored pipeline p on its card.
 func (s *Store) cardPipeline(ctx context.Context, p *model.Pipeline) error {
-	return s.changeOwnCard(ctx, p.ProjectID, p.ID, func(c *cardContent) bool {
+	return s.changeOwnCard(ctx, p.ProjectID, p.ID, true, func(c *cardContent) bool {
 		c.Pipeline = p
 		return true
 	})
@@ -227,7 +229,8 @@ func (rc RecentCounts) of(kind string) int64 {
 
 // ListPipelinesRecent lists a project's pipelines by name, as ListPipelines does,
 // each with its newest records as rc asks. Without a filter, a page is read from
-// the project's directory and the pipelines' cards.
+// the project's directory and the pipelines' cards. The pipelines are the caller's
+// to change; the records may be shared with other readers and must not be changed.
 func (s *Store) ListPipelinesRecent(ctx context.Context, projectID string, o ListOptions, rc RecentCounts) ([]*model.ListedPipeline, int64, error) {
 	s.awaitDerived(ctx)
 	if len(o.Filter) > 0 {
@@ -280,6 +283,8 @@ func (s *Store) ListPipelinesRecent(ctx context.Context, projectID string, o Lis
 			}
 			recs := card.Records[:min(int64(len(card.Records)), rc.of(kind))]
 			if len(recs) > 0 {
+				// A copy: refreshUnfinished edits the list, which a sheet read
+				// by others holds (sheetMemo).
 				*lp.RecentOf(statusOfKind(kind)) = slices.Clone(recs)
 			}
 		}
@@ -390,7 +395,8 @@ func (s *Store) addRecentFromRecords(ctx context.Context, items []*model.ListedP
 }
 
 // dropPipelineRecent deletes a deleted pipeline's cards (before it leaves its
-// directory, which says where its own card is).
+// directory, which says where its own card is, so that a failure leaves it there
+// for the delete's retry).
 func (s *Store) dropPipelineRecent(ctx context.Context, p *model.Pipeline) error {
 	errs := []error{s.dropOwnCard(ctx, p.ProjectID, p.ID)}
 	for _, sh := range shelves {
@@ -509,7 +515,7 @@ func (s *Store) listPipeline(ctx context.Context, p *model.Pipeline) error {
 		entry := directoryEntry{ID: p.ID, Name: p.Name, Sheet: sheet}
 		i, _ := slices.BinarySearchFunc(dc.Pipelines, entry, compareByName)
 		if entry.Sheet == "" {
-			entry.Sheet = sheetFor(dc.Pipelines, i, p.ID)
+			entry.Sheet = sheetFor(dc.Pipelines, i, uuid.NewString())
 		}
 		sheet = entry.Sheet
 		dc.Pipelines = slices.Insert(dc.Pipelines, i, entry)
@@ -612,7 +618,7 @@ func (s *Store) rebuildDirectories(ctx context.Context) error {
 			dc.Pipelines[i].Sheet = sheets[e.ID]
 		}
 		dc.sortByName()
-		assignSheets(dc.Pipelines)
+		assignSheets(dc.Pipelines, uuid.NewString)
 	}
 	if _, err := s.directories().DeleteMany(ctx, bson.D{}); err != nil {
 		return err
@@ -641,11 +647,14 @@ type packedDoc struct {
 }
 
 // changePacked reads the packed document id of coll (a zero T when there is none),
-// lets change change its content and, when change says it did, writes it back. On
+// lets change change its content and, when change says it did, writes it back, or
+// deletes the document when T says the content is now empty (emptiable). On
 // MongoDB the write is a compare-and-set on the document's version, tried again
 // when another writer came first; on FerretDB, whose filters beyond _id read every
 // document, the document's lock in this process (see stripedLocks) keeps other
-// writers out from the read to the write.
+// writers out from the read to the write. A new document's version starts at the
+// time of its creation, so a document deleted and created again never meets a
+// writer holding a version of the one before.
 func changePacked[T any](ctx context.Context, s *Store, coll *mongo.Collection, locks *stripedLocks, id, projectID string, change func(*T) bool) error {
 	defer s.lockDoc(ctx, locks, id)()
 	for range packedAttempts {
@@ -664,12 +673,22 @@ func changePacked[T any](ctx context.Context, s *Store, coll *mongo.Collection, 
 		if !change(content) {
 			return nil
 		}
+		if e, ok := any(content).(emptiable); ok && e.empty() {
+			if !found {
+				return nil
+			}
+			res, err := coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "version", Value: doc.Version}})
+			if err != nil || res.DeletedCount == 1 {
+				return err
+			}
+			continue // changed meanwhile: change that
+		}
 		packed, err := pack(content)
 		if err != nil {
 			return err
 		}
 		if !found {
-			_, err := coll.InsertOne(ctx, packedDoc{ID: id, ProjectID: projectID, Version: 1, Content: packed})
+			_, err := coll.InsertOne(ctx, packedDoc{ID: id, ProjectID: projectID, Version: now().UnixNano(), Content: packed})
 			if errors.Is(writeErr(err), ErrConflict) {
 				continue // created meanwhile: change that one
 			}
@@ -687,6 +706,9 @@ func changePacked[T any](ctx context.Context, s *Store, coll *mongo.Collection, 
 	}
 	return fmt.Errorf("%s %s: changed by others %d times in a row", coll.Name(), id, packedAttempts)
 }
+
+// emptiable is the content of a packed document that is deleted once empty.
+type emptiable interface{ empty() bool }
 
 // packedAttempts bounds changePacked's compare-and-set attempts.
 const packedAttempts = 20

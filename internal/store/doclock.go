@@ -18,7 +18,8 @@ import (
 // collection's stripes in order.
 type stripedLocks [64]sync.Mutex
 
-// The store's striped locks, one set per collection with read-modify-write updates.
+// The store's striped locks, one set per collection with read-modify-write updates
+// (and sheetLocks, sheets.go).
 var recordLocks, cardLocks, directoryLocks, counterLocks stripedLocks
 
 func (l *stripedLocks) stripe(id string) *sync.Mutex {

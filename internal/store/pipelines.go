@@ -214,7 +214,10 @@ func (s *Store) DeletePipeline(ctx context.Context, id string) error {
 		return err
 	}
 	s.awaitDerived(ctx) // an update in flight must not bring back what is dropped
-	if err := errors.Join(s.dropPipelineCounts(ctx, id), s.dropPipelineRecent(ctx, p), s.unlistPipeline(ctx, p)); err != nil {
+	if err := errors.Join(s.dropPipelineCounts(ctx, id), s.dropPipelineRecent(ctx, p)); err != nil {
+		return err
+	}
+	if err := s.unlistPipeline(ctx, p); err != nil {
 		return err
 	}
 	res, err := s.pipelines.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}})

@@ -24,7 +24,15 @@ import (
 // A pipeline is given its sheet when it enters its project's directory and keeps it
 // for life: renamed, it stays on it; rebuilt, the directory keeps it. A pipeline's
 // sheet, once known, is therefore always right, and every process caches it
-// (sheetIndex). The sheet's _id is the ID of the pipeline it was opened for.
+// (sheetIndex). A new sheet gets a new random _id.
+//
+// A pipeline's card is put on its sheet by the pipeline's own writes (created,
+// updated: cardPipeline); its records are noted only on a card that exists, so a
+// record noted late, after its pipeline was deleted, does not bring the card back. A
+// sheet is deleted with the last card taken off it. (A process that ends between a
+// pipeline's entry in the directory and its card leaves it listed without a card:
+// the list reads it from the pipelines, without recent records, until it is next
+// updated.)
 
 // sheetCapacity is how many pipelines a sheet holds at most.
 const sheetCapacity = 16
@@ -38,6 +46,9 @@ const sheetFill = sheetCapacity * 3 / 4
 type sheetContent struct {
 	Cards map[string]*cardContent `bson:"cards"`
 }
+
+// empty says the sheet holds no card: changePacked deletes it.
+func (sc *sheetContent) empty() bool { return len(sc.Cards) == 0 }
 
 var sheetLocks stripedLocks
 
@@ -81,12 +92,12 @@ func (s *Store) sheetOf(ctx context.Context, projectID, pipelineID string) (stri
 	return sheet, nil
 }
 
-// sheetFor picks the sheet of pipeline id entering a directory (by name, without it)
+// sheetFor picks the sheet of a pipeline entering a directory (by name, without it)
 // at position i: the sheet of the pipelines on both sides when they share one, else
 // the sheet of the one before it when that one ends its sheet, else of the one after
 // it when that one starts its sheet (so that sheets keep runs of names), each only
-// while it has room; else a new sheet, opened for it.
-func sheetFor(dir []directoryEntry, i int, id string) string {
+// while it has room; else a new sheet, fresh.
+func sheetFor(dir []directoryEntry, i int, fresh string) string {
 	size := map[string]int{}
 	for _, e := range dir {
 		size[e.Sheet]++
@@ -110,19 +121,19 @@ func sheetFor(dir []directoryEntry, i int, id string) string {
 	case hasRoom(after) && !slices.ContainsFunc(dir[:i], func(e directoryEntry) bool { return e.Sheet == after }):
 		return after
 	}
-	return id
+	return fresh
 }
 
 // assignSheets gives the entries of a directory (by name) that have no sheet one:
-// each run of them by name fills new sheets sheetFill at a time.
-func assignSheets(dir []directoryEntry) {
+// each run of them by name fills new sheets (named by fresh) sheetFill at a time.
+func assignSheets(dir []directoryEntry, fresh func() string) {
 	open, held := "", 0
 	for i := range dir {
 		switch {
 		case dir[i].Sheet != "":
 			open = ""
 		case open == "" || held == sheetFill:
-			open, held = dir[i].ID, 1
+			open, held = fresh(), 1
 			dir[i].Sheet = open
 		default:
 			held++
@@ -131,16 +142,19 @@ func assignSheets(dir []directoryEntry) {
 	}
 }
 
-// changeOwnCard lets change change a pipeline's own card on its sheet (a new card
-// when the sheet has none for it yet). A pipeline its directory does not list
-// (deleted) has no card to change.
-func (s *Store) changeOwnCard(ctx context.Context, projectID, pipelineID string, change func(*cardContent) bool) error {
+// changeOwnCard lets change change a pipeline's own card on its sheet; a card the
+// sheet does not hold is changed only when create says so (a new one), and a
+// pipeline its directory does not list (deleted) has none.
+func (s *Store) changeOwnCard(ctx context.Context, projectID, pipelineID string, create bool, change func(*cardContent) bool) error {
 	sheet, err := s.sheetOf(ctx, projectID, pipelineID)
 	if err != nil || sheet == "" {
 		return err
 	}
 	return changePacked(ctx, s, s.sheets(), &sheetLocks, sheet, projectID, func(sc *sheetContent) bool {
 		c := sc.Cards[pipelineID]
+		if c == nil && !create {
+			return false
+		}
 		if c == nil {
 			c = new(cardContent)
 		}
@@ -155,24 +169,18 @@ func (s *Store) changeOwnCard(ctx context.Context, projectID, pipelineID string,
 	})
 }
 
-// dropOwnCard takes a deleted pipeline's card off its sheet, and deletes the sheet
-// when it was the last one on it.
+// dropOwnCard takes a deleted pipeline's card off its sheet (the sheet goes with
+// its last card).
 func (s *Store) dropOwnCard(ctx context.Context, projectID, pipelineID string) error {
 	sheet, err := s.sheetOf(ctx, projectID, pipelineID)
 	if err != nil || sheet == "" {
 		return err
 	}
-	empty := false
-	err = changePacked(ctx, s, s.sheets(), &sheetLocks, sheet, projectID, func(sc *sheetContent) bool {
+	return changePacked(ctx, s, s.sheets(), &sheetLocks, sheet, projectID, func(sc *sheetContent) bool {
 		_, held := sc.Cards[pipelineID]
 		delete(sc.Cards, pipelineID)
-		empty = len(sc.Cards) == 0
 		return held
 	})
-	if err == nil && empty {
-		_, err = s.sheets().DeleteOne(ctx, bson.D{{Key: "_id", Value: sheet}})
-	}
-	return err
 }
 
 // readOwnCards reads the own cards of the given directory entries from their

@@ -53,7 +53,8 @@ func TestAssignSheets(t *testing.T) {
 		dir[i] = directoryEntry{ID: fmt.Sprintf("p%d", i)}
 	}
 	dir[sheetFill+1].Sheet = "kept"
-	assignSheets(dir)
+	n := 0
+	assignSheets(dir, func() string { n++; return fmt.Sprintf("new%d", n) })
 	size := map[string]int{}
 	for i, e := range dir {
 		size[e.Sheet]++
@@ -150,6 +151,27 @@ func TestSheetsFollowPipelines(t *testing.T) {
 	check("a sheet's pipelines deleted", 40)
 	if found, err := s.sheets().CountDocuments(ctx, bson.D{{Key: "_id", Value: gone}}); err != nil || found != 0 {
 		t.Fatalf("the emptied sheet %s: %d documents (%v)", gone, found, err)
+	}
+	// A record noted late, after its pipeline was deleted, brings back neither its
+	// card nor its emptied sheet.
+	for _, e := range []directoryEntry{before[len(before)/2], before[len(before)/3]} {
+		if e.Sheet != gone {
+			if err := s.DeletePipeline(ctx, e.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		late := &model.Record{ID: "late-" + e.ID, ProjectID: "proj", PipelineID: e.ID, Status: model.StatusSuccess,
+			StartTime: time.Now(), StageStatus: &model.StageStatus{}}
+		if err := s.noteRecent(ctx, late); err != nil {
+			t.Fatal(err)
+		}
+		s.sheetIDs.remember(e.ID, e.Sheet) // as another process still would
+		if err := s.noteRecent(ctx, late); err != nil {
+			t.Fatal(err)
+		}
+		if cards, err := s.readOwnCards(ctx, []directoryEntry{e}); err != nil || cards[e.ID] != nil {
+			t.Fatalf("a deleted pipeline's card came back: %v (%v)", cards, err)
+		}
 	}
 
 	dir = check("before the rebuild", 40)
@@ -256,5 +278,39 @@ func TestSheetMemo(t *testing.T) {
 	}
 	if third := read(); len(third.Records) != 2 || third.Records[0].ID != "r2" {
 		t.Fatalf("after a change of the sheet: records %v, want r2 and r1", third.Records)
+	}
+}
+
+// The MongoDB way (a compare-and-set on each sheet's version, $in reads) keeps the
+// same sheets: every card on its sheet, and the sheets gone with their pipelines.
+func TestSheetsTheMongoDBWay(t *testing.T) {
+	_, s := openCountersStore(t)
+	ctx := context.Background()
+	var ids []string
+	for i := range 2*sheetCapacity + 1 {
+		p := &model.Pipeline{Name: fmt.Sprintf("m%02d", i), ProjectID: "m", Build: &model.Build{}}
+		if err := s.CreatePipeline(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, p.ID)
+	}
+	dir, err := s.directory(ctx, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cards, err := s.readOwnCards(ctx, dir)
+	if err != nil || len(cards) != len(ids) {
+		t.Fatalf("%d cards (%v), want %d", len(cards), err, len(ids))
+	}
+	if n, err := s.sheets().CountDocuments(ctx, bson.D{{Key: "projectID", Value: "m"}}); err != nil || n != 3 {
+		t.Fatalf("%d sheets (%v), want 3", n, err)
+	}
+	for _, id := range ids {
+		if err := s.DeletePipeline(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.sheets().CountDocuments(ctx, bson.D{{Key: "projectID", Value: "m"}}); err != nil || n != 0 {
+		t.Fatalf("%d sheets left (%v), want none", n, err)
 	}
 }
