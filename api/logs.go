@@ -40,6 +40,9 @@ type LogStreamOptions struct {
 	// SlowClient is how long a client may accept nothing while lines wait for it
 	// before it is closed as too slow (it can reconnect at its offset).
 	SlowClient time.Duration
+	// Drain, when set, closes the open streams when the server stops (see
+	// StreamDrain); nil: they end with their connections.
+	Drain *StreamDrain
 }
 
 // Defaults of LogStreamOptions.
@@ -221,6 +224,16 @@ func (h *handlers) getLogStream(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	opts := h.logStream
+	var stopping <-chan struct{} // never closed without a drain
+	if opts.Drain != nil {
+		var exit func()
+		var ok bool
+		if stopping, exit, ok = opts.Drain.enter(); !ok {
+			return &Error{Status: http.StatusServiceUnavailable, Reason: ReasonUnavailable, Message: "the server is stopping"}
+		}
+		defer exit()
+	}
 	conn, err := websocket.Accept(c.Response().Writer, c.Request(), nil)
 	if err != nil {
 		return nil // Accept has answered the client
@@ -230,8 +243,16 @@ func (h *handlers) getLogStream(c echo.Context) error {
 	ctx := conn.CloseRead(c.Request().Context())
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var serverStopping atomic.Bool
+	go func() {
+		select {
+		case <-stopping:
+			serverStopping.Store(true)
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 
-	opts := h.logStream
 	revoked := h.watchToken(ctx, c, cancel)
 	send := newLineSender(ctx, conn, opts.SlowClient)
 	var noPong atomic.Bool
@@ -255,6 +276,9 @@ func (h *handlers) getLogStream(c echo.Context) error {
 	case errors.Is(err, errClientTooSlow):
 		send.abort()
 		_ = conn.Close(websocket.StatusPolicyViolation, errClientTooSlow.Error())
+	case serverStopping.Load():
+		send.abort()
+		_ = conn.Close(websocket.StatusGoingAway, "server stopping")
 	case ctx.Err() != nil:
 		// The client left.
 	case store.IsUnavailable(err):

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -71,14 +72,7 @@ func startLogStreamEnv(t *testing.T, opts api.LogStreamOptions) *lsEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close(context.Background()) })
-	e := &lsEnv{st: st, sink: &logs.Sink{Store: st, Logger: testenv.Logger()}}
-	// No Hub: followers learn of new lines by polling MongoDB, as across processes.
-	srv := httptest.NewServer(api.New(api.Config{
-		Store: st, Logger: testenv.Logger(), LogStream: opts,
-		Logs: lsLogs{Reader: &logs.Reader{Store: st}, st: st},
-	}))
-	t.Cleanup(srv.Close)
-	e.url = srv.URL
+	e := startLogStreamEnvOn(t, &lsEnv{st: st, sink: &logs.Sink{Store: st, Logger: testenv.Logger()}}, opts)
 	e.proj = &model.Project{Name: "ls"}
 	if err := st.CreateProject(ctx, e.proj); err != nil {
 		t.Fatal(err)
@@ -88,6 +82,19 @@ func startLogStreamEnv(t *testing.T, opts api.LogStreamOptions) *lsEnv {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// startLogStreamEnvOn serves another API on e's store, with opts: a copy of e
+// whose requests go to it.
+func startLogStreamEnvOn(t *testing.T, e *lsEnv, opts api.LogStreamOptions) *lsEnv {
+	t.Helper()
+	// No Hub: followers learn of new lines by polling MongoDB, as across processes.
+	srv := httptest.NewServer(api.New(api.Config{
+		Store: e.st, Logger: testenv.Logger(), LogStream: opts,
+		Logs: lsLogs{Reader: &logs.Reader{Store: e.st}, st: e.st},
+	}))
+	t.Cleanup(srv.Close)
+	return &lsEnv{st: e.st, sink: e.sink, url: srv.URL, proj: e.proj, pipe: e.pipe}
 }
 
 // record creates a running record performing stage and returns its API path.
@@ -455,4 +462,58 @@ func TestLogStreamSecretsMasked(t *testing.T) {
 	want := []string{"Stage: UnitTest status: start", "login ********", "clone with ******** and ********", "Stage: UnitTest status: finish"}
 	lgEqual(t, "streamed", follower.wait(t, true), want)
 	lgEqual(t, "stored", e.get(t, path+"/logs"), want)
+}
+
+// A server that stops closes its open log streams with StatusGoingAway "server
+// stopping" (StreamDrain.Stop returns once they are closed), the client reconnects
+// at its offset and gets the rest; a stream asked for while the server stops is
+// refused with 503.
+func TestLogStreamServerStopping(t *testing.T) {
+	drain := new(api.StreamDrain)
+	e := startLogStreamEnv(t, api.LogStreamOptions{Drain: drain})
+	path, r := e.record(t, model.StageUnitTest)
+	w := e.open(t, r, model.StageUnitTest, "", 1)
+	lsWrite(t, w, "Stage: UnitTest status: start")
+	lsWrite(t, w, "line 1")
+	first := e.follow(t, path+"/logstream?stage=unitTest", 0)
+	deadline := time.Now().Add(time.Minute)
+	for first.arrived("line 1").IsZero() {
+		if time.Now().After(deadline) {
+			t.Fatal("line 1 never arrived")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	drain.Stop(ctx)
+	if ctx.Err() != nil {
+		t.Fatal("Stop did not return once the stream was closed")
+	}
+	got := first.wait(t, false)
+	var ce websocket.CloseError
+	if !errors.As(first.err, &ce) || ce.Code != websocket.StatusGoingAway || ce.Reason != "server stopping" {
+		t.Fatalf("the stream ended with %v, want going away \"server stopping\"", first.err)
+	}
+	resp, err := http.Get(e.url + path + "/logstream?stage=unitTest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("a stream asked for while the server stops: %d, want 503", resp.StatusCode)
+	}
+
+	// The client goes on elsewhere (here: a server that is not stopping) from where
+	// it was.
+	other := startLogStreamEnvOn(t, e, api.LogStreamOptions{})
+	again := other.follow(t, fmt.Sprintf("%s/logstream?stage=unitTest&offset=%d", path, len(got)), 0)
+	lsWrite(t, w, "line 2")
+	lsWrite(t, w, "Stage: UnitTest status: finish")
+	lsClose(t, w)
+	e.finish(t, r, model.StageUnitTest)
+	rest := again.wait(t, true)
+	if all := append(slices.Clone(got), rest...); !slices.Equal(all, []string{"Stage: UnitTest status: start", "line 1", "line 2", "Stage: UnitTest status: finish"}) {
+		t.Fatalf("the lines before and after the reconnection: %q + %q", got, rest)
+	}
 }

@@ -114,11 +114,12 @@ func (c *serverCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	m := metrics.New()
 	app.StartReconciler(ctx, st, tc, logger, m)
 	app.StartRotation(ctx, st, c.KeepRecords, logger)
+	streams := new(api.StreamDrain)
 	e := app.NewAPI(st, tc, app.APIOptions{
 		Namespace: c.TemporalNamespace, TaskQueue: c.TaskQueue, AdminToken: c.AdminToken, Logger: logger, Metrics: m,
-		PublicURL: publicURL(c.PublicURL, c.Listen),
+		PublicURL: publicURL(c.PublicURL, c.Listen), Streams: streams,
 	})
-	return app.ServeWithDrain(ctx, e, c.Listen, c.ShutdownTimeout, func(addr string) { logger.Info("API listening", "address", addr) })
+	return app.ServeWithDrain(ctx, e, c.Listen, c.ShutdownTimeout, func(addr string) { logger.Info("API listening", "address", addr) }, streams.Stop)
 }
 
 func (c *workerCmd) Run(ctx context.Context, logger *slog.Logger) error {
@@ -338,10 +339,12 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		return err
 	}
 	localCloud, _ := ex.(executor.Lister)
+	streams := new(api.StreamDrain)
 	e := app.NewAPI(st, tc, app.APIOptions{
 		Namespace: tsrv.Namespace(), TaskQueue: c.TaskQueue, AdminToken: adminToken, Logger: logger, Metrics: m,
 		PublicURL:  publicURL(c.PublicURL, c.Listen),
 		LocalCloud: localCloud,
+		Streams:    streams,
 	})
 	return app.ServeWithDrain(ctx, e, c.Listen, c.ShutdownTimeout, func(addr string) {
 		fmt.Printf(`Cyclone is running (started in %s).
@@ -354,7 +357,7 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
   Data dir:     %s
 Press Ctrl-C to stop.
 `, time.Since(started).Round(time.Millisecond), addr, adminToken, tsrv.Address(), tsrv.Namespace(), orNone(tsrv.UIURL()), msrv.URI(), kind, c.DataDir)
-	})
+	}, streams.Stop)
 }
 
 // publicURL is the --public-url flag, or the API's URL on its listen address

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -93,6 +94,9 @@ type APIOptions struct {
 	// PublicURL is the API's URL as SCMs reach it: the base of the webhook URLs
 	// registered on GitHub and GitLab (--public-url).
 	PublicURL string
+	// Streams, when set, closes the open log streams when the server stops: pass
+	// its Stop to ServeWithDrain.
+	Streams *api.StreamDrain
 }
 
 // NewAPI builds the HTTP API on a store and a Temporal client.
@@ -118,6 +122,7 @@ func NewAPI(st *store.Store, tc client.Client, o APIOptions) *echo.Echo {
 		Logs:       recordLogs{Reader: &logs.Reader{Store: st, Hub: logs.ProcessHub()}, st: st},
 		Metrics:    m,
 		SCM:        providers.New,
+		LogStream:  api.LogStreamOptions{Drain: o.Streams},
 		Checks: map[string]func(context.Context) error{
 			"mongodb": st.Ping,
 			"temporal": func(ctx context.Context) error {
@@ -308,8 +313,10 @@ func Serve(ctx context.Context, h http.Handler, listen string, ready func(addr s
 // stops accepting connections and lets the requests in flight finish for up to
 // drain, then closes the connections still open (a stream that outlives the drain)
 // and returns nil: the stop was asked for. ready, when not nil, receives the bound
-// address once the listener is open.
-func ServeWithDrain(ctx context.Context, h http.Handler, listen string, drain time.Duration, ready func(addr string)) error {
+// address once the listener is open. Each of stops runs when the shutdown begins,
+// alongside it and within the same drain, for what Shutdown does not wait for
+// (websockets: api.StreamDrain.Stop).
+func ServeWithDrain(ctx context.Context, h http.Handler, listen string, drain time.Duration, ready func(addr string), stops ...func(context.Context)) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", listen, err)
@@ -327,7 +334,12 @@ func ServeWithDrain(ctx context.Context, h http.Handler, listen string, drain ti
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
+	var stopping sync.WaitGroup
+	for _, stop := range stops {
+		stopping.Go(func() { stop(shutdownCtx) })
+	}
 	err = srv.Shutdown(shutdownCtx)
+	stopping.Wait()
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		slog.Warn("requests still in flight when the shutdown timeout ran out were cut short", "address", ln.Addr().String(), "shutdownTimeout", drain)
