@@ -128,6 +128,32 @@ func TestAuthOnEveryRoute(t *testing.T) {
 		t.Errorf("openRoutes lists routes the server does not register: %v", stale)
 	}
 
+	// A wrong method on an /api/v1 route is refused like an unknown path: 401
+	// without a valid token, and no Allow header to list the route's methods; with
+	// one it gets through the guard (to the group's catch-all: 404).
+	for _, path := range []string{"/api/v1/openapi.json", "/api/v1/projects/demo/stats",
+		"/api/v1/pipelines/" + routeParams["pipelineid"] + "/githubwebhook"} {
+		for _, c := range []struct{ name, token string }{{"no token", ""}, {"wrong token", "cyc_not-a-token-of-this-server"}} {
+			status, body := send(t, srv.URL, http.MethodPatch, path, c.token)
+			wantUnauthorized(t, "PATCH "+path+" with "+c.name, status, body, c.token)
+		}
+		req, err := http.NewRequest(http.MethodPatch, srv.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if allow := resp.Header.Get("Allow"); allow != "" {
+			t.Errorf("PATCH %s without a token: Allow %q tells the route's methods", path, allow)
+		}
+		if status, body := send(t, srv.URL, http.MethodPatch, path, live.Token); status != http.StatusNotFound && status != http.StatusMethodNotAllowed {
+			t.Errorf("PATCH %s with a valid token: %d %s, want 404 or 405", path, status, short(body))
+		}
+	}
+
 	// The websocket log stream: refused with 401 before the upgrade.
 	stream := "ws" + strings.TrimPrefix(srv.URL, "http") + "/api/v1/projects/demo/pipelines/build/records/" + routeParams["record"] + "/logstream?stage=unitTest"
 	for _, c := range []struct{ name, token string }{
