@@ -114,6 +114,7 @@ func (c *serverCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	m := metrics.New()
 	app.StartReconciler(ctx, st, tc, logger, m)
 	app.StartRotation(ctx, st, c.KeepRecords, logger)
+	app.StartScheduleResync(ctx, st, tc, c.TemporalNamespace, c.TaskQueue, logger)
 	streams := new(api.StreamDrain)
 	e := app.NewAPI(st, tc, app.APIOptions{
 		Namespace: c.TemporalNamespace, TaskQueue: c.TaskQueue, AdminToken: c.AdminToken, Logger: logger, Metrics: m,
@@ -338,6 +339,7 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if err := app.EnsureDefaultCloud(ctx, st, kind); err != nil {
 		return err
 	}
+	app.StartScheduleResync(ctx, st, tc, tsrv.Namespace(), c.TaskQueue, logger)
 	localCloud, _ := ex.(executor.Lister)
 	streams := new(api.StreamDrain)
 	e := app.NewAPI(st, tc, app.APIOptions{

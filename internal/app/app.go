@@ -108,10 +108,7 @@ func NewAPI(st *store.Store, tc client.Client, o APIOptions) *echo.Echo {
 	m.SetPendingCounter(func(ctx context.Context) (int64, error) {
 		return st.CountRecordsByStatus(ctx, model.StatusPending)
 	})
-	runs := starter.New(tc)
-	runs.TaskQueue = taskQueue
-	runs.SearchAttributes = searchAttributesReady(tc, namespace, logger)
-	runs.Clouds = st // a record's namespace may be its Kubernetes cloud's
+	runs := newStarter(st, tc, namespace, taskQueue, logger)
 	return api.New(api.Config{
 		AdminToken: adminToken,
 		Tokens:     st,
@@ -157,6 +154,69 @@ func (l recordLogs) GetRecordByID(ctx context.Context, id string) (*model.Record
 
 // searchAttributesWait bounds how long start-up retries adding the search attributes.
 const searchAttributesWait = time.Minute
+
+// newStarter starts records and writes cron schedules on the task queue, with
+// Cyclone's search attributes when the namespace has them.
+func newStarter(st *store.Store, tc client.Client, namespace, taskQueue string, logger *slog.Logger) *starter.Starter {
+	runs := starter.New(tc)
+	runs.TaskQueue = taskQueue
+	runs.SearchAttributes = searchAttributesReady(tc, namespace, logger)
+	runs.Clouds = st // a record's namespace may be its Kubernetes cloud's
+	return runs
+}
+
+// StartScheduleResync rewrites, once and in the background, the cron schedules of
+// every pipeline, as an update of the pipeline does. A schedule keeps the record
+// input it was written with (the project's cloud, namespace and worker quota, and
+// the workflow IDs of the version that wrote it): those written by an earlier
+// version, or before their project's cloud changed, catch up at the server's start.
+// A pause an operator set stays; a schedule deleted from the CLI while its pipeline
+// still has the cron is made again.
+func StartScheduleResync(ctx context.Context, st *store.Store, tc client.Client, namespace, taskQueue string, logger *slog.Logger) {
+	go func() {
+		n, err := ResyncSchedules(ctx, st, newStarter(st, tc, namespace, taskQueue, logger))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.Warn("resync cron schedules (each is caught up at its pipeline's next update)", "synced", n, "error", err)
+		case n > 0:
+			logger.Info("resynced cron schedules", "pipelines", n)
+		}
+	}()
+}
+
+// ScheduleSyncer writes a pipeline's cron schedules (starter.Starter).
+type ScheduleSyncer interface {
+	SyncSchedules(ctx context.Context, project *model.Project, p *model.Pipeline, previous int) error
+}
+
+// ResyncSchedules rewrites the cron schedules of every pipeline that has crons and
+// returns how many pipelines it synced; the errors of the others are joined.
+func ResyncSchedules(ctx context.Context, st *store.Store, schedules ScheduleSyncer) (int, error) {
+	projects, _, err := st.ListProjects(ctx, store.ListOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("list projects: %w", err)
+	}
+	synced := 0
+	var errs []error
+	for _, proj := range projects {
+		pipelines, _, err := st.ListPipelines(ctx, proj.ID, store.ListOptions{})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("project %s: %w", proj.Name, err))
+			continue
+		}
+		for _, p := range pipelines {
+			if p.AutoTrigger == nil || p.AutoTrigger.CronTrigger == nil || len(p.AutoTrigger.CronTrigger.Crons) == 0 {
+				continue
+			}
+			if err := schedules.SyncSchedules(ctx, proj, p, len(p.AutoTrigger.CronTrigger.Crons)); err != nil {
+				errs = append(errs, fmt.Errorf("pipeline %s/%s: %w", proj.Name, p.Name, err))
+				continue
+			}
+			synced++
+		}
+	}
+	return synced, errors.Join(errs...)
+}
 
 // searchAttributesReady makes sure the namespace has Cyclone's search attributes.
 // Without them (a cluster where this client may not add them) records still run,
