@@ -130,7 +130,7 @@ func TestAuthOnEveryRoute(t *testing.T) {
 
 	// A wrong method on an /api/v1 route is refused like an unknown path: 401
 	// without a valid token, and no Allow header to list the route's methods; with
-	// one it gets through the guard (to the group's catch-all: 404).
+	// one it is a 405 that lists them.
 	for _, path := range []string{"/api/v1/openapi.json", "/api/v1/projects/demo/stats",
 		"/api/v1/pipelines/" + routeParams["pipelineid"] + "/githubwebhook"} {
 		for _, c := range []struct{ name, token string }{{"no token", ""}, {"wrong token", "cyc_not-a-token-of-this-server"}} {
@@ -149,9 +149,19 @@ func TestAuthOnEveryRoute(t *testing.T) {
 		if allow := resp.Header.Get("Allow"); allow != "" {
 			t.Errorf("PATCH %s without a token: Allow %q tells the route's methods", path, allow)
 		}
-		if status, body := send(t, srv.URL, http.MethodPatch, path, live.Token); status != http.StatusNotFound && status != http.StatusMethodNotAllowed {
-			t.Errorf("PATCH %s with a valid token: %d %s, want 404 or 405", path, status, short(body))
+		req.Header.Set("Authorization", "Bearer "+live.Token)
+		if resp, err = http.DefaultClient.Do(req); err != nil {
+			t.Fatal(err)
 		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") == "" || !strings.HasPrefix(errorOf(body), api.ReasonMethodNotAllowed+":") {
+			t.Errorf("PATCH %s with a valid token: %d (Allow %q) %s, want 405 listing the methods", path, resp.StatusCode, resp.Header.Get("Allow"), short(body))
+		}
+	}
+	// An unknown path stays a 404.
+	if status, body := send(t, srv.URL, http.MethodGet, "/api/v1/"+notFoundPath, live.Token); status != http.StatusNotFound {
+		t.Errorf("GET an unknown path with a valid token: %d %s, want 404", status, short(body))
 	}
 
 	// The websocket log stream: refused with 401 before the upgrade.

@@ -102,6 +102,10 @@ func New(cfg Config) *echo.Echo {
 
 	h.registerWebhookRoutes(e) // outside the guard: deliveries carry signatures
 	v1 := e.Group("/api/v1", guard...)
+	// What no route takes: 404, or 405 for a path a route has under other methods
+	// (behind the guard: an anonymous client learns nothing of the routes).
+	v1.RouteNotFound("", wrongMethodOrNotFound(e, "/api/v1/*"))
+	v1.RouteNotFound("/*", wrongMethodOrNotFound(e, "/api/v1/*"))
 	v1.GET("/openapi.json", getOpenAPI)
 	v1.POST("/tokens", h.createToken)
 	v1.GET("/tokens", h.listTokens)
