@@ -201,16 +201,12 @@ func (a *Activities) runStep(ctx context.Context, env executor.Environment, step
 	defer stop()
 	res, err := a.Executor.Run(ctx, env, step, log)
 	if err != nil {
-		if ctx.Err() != nil {
-			return temporal.NewCanceledError("step cancelled")
-		}
-		if fe, ok := executor.IsFailed(err); ok {
+		if fe, ok := executor.IsFailed(err); ok && ctx.Err() == nil {
 			// The pipeline's fault (an invalid quota, an image that cannot be
-			// pulled): a retry would fail the same way.
+			// pulled), which fails the stage at once: its log says why.
 			fmt.Fprintf(log, "cyclone: %s\n", fe.Message)
-			return failStep("%s", fe.Message)
 		}
-		return fmt.Errorf("run step %s: %w", step.Name, err)
+		return capabilityError(ctx, fmt.Errorf("run step %s: %w", step.Name, err))
 	}
 	if res.ExitCode != 0 {
 		return temporal.NewNonRetryableApplicationError(

@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
 
 	"github.com/cycloneci/cyclone/internal/model"
 	"github.com/cycloneci/cyclone/internal/store"
@@ -53,6 +55,9 @@ type Runs interface {
 	// DescribeWorkflowExecution describes a record's workflow (whose ID is the
 	// record's), so that a record whose workflow has closed can be closed too.
 	DescribeWorkflowExecution(ctx context.Context, workflowID, runID string) (*workflowservice.DescribeWorkflowExecutionResponse, error)
+	// GetWorkflowHistory reads a closed record's workflow history, for the stage
+	// outcomes it still held (reconcile.Temporal).
+	GetWorkflowHistory(ctx context.Context, workflowID, runID string, isLongPoll bool, filterType enums.HistoryEventFilterType) client.HistoryEventIterator
 }
 
 // Schedules keeps a pipeline's crons as Temporal Schedules.

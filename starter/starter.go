@@ -209,7 +209,7 @@ func (s *Starter) DescribeWorkflowExecution(ctx context.Context, workflowID, run
 	return s.Client.DescribeWorkflowExecution(ctx, workflowID, runID)
 }
 
-// GetWorkflowHistory reads a record's workflow history (reconcile.HistoryReader).
+// GetWorkflowHistory reads a record's workflow history (see reconcile.Temporal).
 func (s *Starter) GetWorkflowHistory(ctx context.Context, workflowID, runID string, isLongPoll bool, filterType enumspb.HistoryEventFilterType) client.HistoryEventIterator {
 	return s.Client.GetWorkflowHistory(ctx, workflowID, runID, isLongPoll, filterType)
 }

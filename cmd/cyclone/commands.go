@@ -114,11 +114,12 @@ func (c *serverCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	m := metrics.New()
 	app.StartReconciler(ctx, st, tc, logger, m)
 	app.StartRotation(ctx, st, c.KeepRecords, logger)
-	app.StartScheduleResync(ctx, st, tc, c.TemporalNamespace, c.TaskQueue, logger)
+	runs := app.NewStarter(st, tc, c.TemporalNamespace, c.TaskQueue, logger)
+	app.StartScheduleResync(ctx, st, runs, logger)
 	streams := new(api.StreamDrain)
 	e := app.NewAPI(st, tc, app.APIOptions{
 		Namespace: c.TemporalNamespace, TaskQueue: c.TaskQueue, AdminToken: c.AdminToken, Logger: logger, Metrics: m,
-		PublicURL: publicURL(c.PublicURL, c.Listen), Streams: streams,
+		PublicURL: publicURL(c.PublicURL, c.Listen), Streams: streams, Runs: runs,
 	})
 	return app.ServeWithDrain(ctx, e, c.Listen, c.ShutdownTimeout, func(addr string) { logger.Info("API listening", "address", addr) }, streams.Stop)
 }
@@ -339,7 +340,8 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if err := app.EnsureDefaultCloud(ctx, st, kind); err != nil {
 		return err
 	}
-	app.StartScheduleResync(ctx, st, tc, tsrv.Namespace(), c.TaskQueue, logger)
+	runs := app.NewStarter(st, tc, tsrv.Namespace(), c.TaskQueue, logger)
+	app.StartScheduleResync(ctx, st, runs, logger)
 	localCloud, _ := ex.(executor.Lister)
 	streams := new(api.StreamDrain)
 	e := app.NewAPI(st, tc, app.APIOptions{
@@ -347,6 +349,7 @@ func (c *devCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		PublicURL:  publicURL(c.PublicURL, c.Listen),
 		LocalCloud: localCloud,
 		Streams:    streams,
+		Runs:       runs,
 	})
 	return app.ServeWithDrain(ctx, e, c.Listen, c.ShutdownTimeout, func(addr string) {
 		fmt.Printf(`Cyclone is running (started in %s).

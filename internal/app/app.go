@@ -97,6 +97,9 @@ type APIOptions struct {
 	// Streams, when set, closes the open log streams when the server stops: pass
 	// its Stop to ServeWithDrain.
 	Streams *api.StreamDrain
+	// Runs starts records and writes cron schedules (NewStarter, shared with
+	// StartScheduleResync); nil: NewAPI makes one.
+	Runs *starter.Starter
 }
 
 // NewAPI builds the HTTP API on a store and a Temporal client.
@@ -108,7 +111,10 @@ func NewAPI(st *store.Store, tc client.Client, o APIOptions) *echo.Echo {
 	m.SetPendingCounter(func(ctx context.Context) (int64, error) {
 		return st.CountRecordsByStatus(ctx, model.StatusPending)
 	})
-	runs := newStarter(st, tc, namespace, taskQueue, logger)
+	runs := o.Runs
+	if runs == nil {
+		runs = NewStarter(st, tc, namespace, taskQueue, logger)
+	}
 	return api.New(api.Config{
 		AdminToken: adminToken,
 		Tokens:     st,
@@ -155,9 +161,10 @@ func (l recordLogs) GetRecordByID(ctx context.Context, id string) (*model.Record
 // searchAttributesWait bounds how long start-up retries adding the search attributes.
 const searchAttributesWait = time.Minute
 
-// newStarter starts records and writes cron schedules on the task queue, with
-// Cyclone's search attributes when the namespace has them.
-func newStarter(st *store.Store, tc client.Client, namespace, taskQueue string, logger *slog.Logger) *starter.Starter {
+// NewStarter starts records and writes cron schedules on the task queue, with
+// Cyclone's search attributes when the namespace has them (it makes sure of them
+// first, waiting for a Temporal that is starting).
+func NewStarter(st *store.Store, tc client.Client, namespace, taskQueue string, logger *slog.Logger) *starter.Starter {
 	runs := starter.New(tc)
 	runs.TaskQueue = taskQueue
 	runs.SearchAttributes = searchAttributesReady(tc, namespace, logger)
@@ -172,9 +179,9 @@ func newStarter(st *store.Store, tc client.Client, namespace, taskQueue string, 
 // version, or before their project's cloud changed, catch up at the server's start.
 // A pause an operator set stays; a schedule deleted from the CLI while its pipeline
 // still has the cron is made again.
-func StartScheduleResync(ctx context.Context, st *store.Store, tc client.Client, namespace, taskQueue string, logger *slog.Logger) {
+func StartScheduleResync(ctx context.Context, st *store.Store, schedules ScheduleSyncer, logger *slog.Logger) {
 	go func() {
-		n, err := ResyncSchedules(ctx, st, newStarter(st, tc, namespace, taskQueue, logger))
+		n, err := ResyncSchedules(ctx, st, schedules)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			logger.Warn("resync cron schedules (each is caught up at its pipeline's next update)", "synced", n, "error", err)

@@ -39,13 +39,9 @@ type Finisher interface {
 // Temporal is the part of the Temporal client the reconciler uses.
 type Temporal interface {
 	DescribeWorkflowExecution(ctx context.Context, workflowID, runID string) (*workflowservice.DescribeWorkflowExecutionResponse, error)
-}
-
-// HistoryReader reads a workflow's history (client.Client does). A Temporal that is
-// one also gives the stage outcomes the closed workflow still held (a stage's
-// success is handed back to the workflow to be written later: see
-// activities.StageInput.CarryOutcome), which the record's ending then writes.
-type HistoryReader interface {
+	// GetWorkflowHistory gives the stage outcomes the closed workflow still held (a
+	// stage's success is handed back to the workflow to be written later: see
+	// activities.StageInput.CarryOutcome), which the record's ending then writes.
 	GetWorkflowHistory(ctx context.Context, workflowID, runID string, isLongPoll bool, filterType enums.HistoryEventFilterType) client.HistoryEventIterator
 }
 
@@ -170,8 +166,8 @@ func closeRecord(ctx context.Context, st Finisher, tc Temporal, rec *model.Recor
 		return nil, err
 	}
 	var held []model.StageUpdate
-	if hr, ok := tc.(HistoryReader); ok && ending.known {
-		if held, err = heldOutcomes(ctx, hr, rec.WorkflowID); err != nil {
+	if ending.known {
+		if held, err = heldOutcomes(ctx, tc, rec.WorkflowID); err != nil {
 			return nil, err
 		}
 	}
@@ -183,7 +179,7 @@ func closeRecord(ctx context.Context, st Finisher, tc Temporal, rec *model.Recor
 
 // heldOutcomes are the stage outcomes the workflow held when it closed: what the
 // last stage to succeed handed back (writing them again is harmless).
-func heldOutcomes(ctx context.Context, hr HistoryReader, workflowID string) ([]model.StageUpdate, error) {
+func heldOutcomes(ctx context.Context, hr Temporal, workflowID string) ([]model.StageUpdate, error) {
 	it := hr.GetWorkflowHistory(ctx, workflowID, "", false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	stages := map[int64]bool{} // scheduled event IDs of stage activities
 	var held []model.StageUpdate

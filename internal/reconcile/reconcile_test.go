@@ -165,6 +165,11 @@ func TestOncePagesThroughTiedStartTimes(t *testing.T) {
 	}
 }
 
+// GetWorkflowHistory serves empty histories.
+func (t fakeTemporal) GetWorkflowHistory(context.Context, string, string, bool, enums.HistoryEventFilterType) client.HistoryEventIterator {
+	return &eventIterator{}
+}
+
 // historyTemporal is a fakeTemporal that also serves workflow histories.
 type historyTemporal struct {
 	fakeTemporal

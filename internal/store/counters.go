@@ -475,13 +475,12 @@ func (s *Store) rebuildCounts(ctx context.Context) error {
 // counters rebuilt from the records will hold it, so that later changes count from
 // there.
 func (s *Store) setCountedLevels(ctx context.Context) error {
-	terminal := bson.A{model.StatusSuccess, model.StatusFailed, model.StatusAborted}
 	for _, u := range []struct {
 		status bson.D
 		level  int
 	}{
-		{bson.D{{Key: "$in", Value: terminal}}, countedFinal},
-		{bson.D{{Key: "$nin", Value: terminal}}, countedTotal},
+		{bson.D{{Key: "$in", Value: terminalStatuses}}, countedFinal},
+		{bson.D{{Key: "$nin", Value: terminalStatuses}}, countedTotal},
 	} {
 		filter := bson.D{{Key: "status", Value: u.status}, {Key: "countedLevel", Value: bson.D{{Key: "$ne", Value: u.level}}}}
 		set := bson.D{{Key: "$set", Value: bson.D{{Key: "countedLevel", Value: u.level}}}}

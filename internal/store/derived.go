@@ -8,8 +8,6 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
-
-	"github.com/cycloneci/cyclone/internal/model"
 )
 
 // derivedMarker names the migration that built the derived data of records written
@@ -44,11 +42,10 @@ func (s *Store) RebuildDerived(ctx context.Context) error {
 // the records), and returns how many it repaired. A record whose update another
 // process is making at the same time is counted once all the same (recordChanged).
 func (s *Store) RepairDerived(ctx context.Context) (int, error) {
-	terminal := bson.A{model.StatusSuccess, model.StatusFailed, model.StatusAborted}
 	filter := bson.D{{Key: "$or", Value: bson.A{
 		// countedNothing is 0, which the record leaves out (omitempty).
 		bson.D{{Key: "countedLevel", Value: bson.D{{Key: "$exists", Value: false}}}},
-		bson.D{{Key: "countedLevel", Value: countedTotal}, {Key: "status", Value: bson.D{{Key: "$in", Value: terminal}}}},
+		bson.D{{Key: "countedLevel", Value: countedTotal}, {Key: "status", Value: bson.D{{Key: "$in", Value: terminalStatuses}}}},
 	}}}
 	cur, err := s.records.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "status", Value: 1}}))
 	if err != nil {

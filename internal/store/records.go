@@ -224,8 +224,12 @@ func (s *Store) finishRecord(ctx context.Context, id, status, errorMessage strin
 	return s.updateRecordWhileLocked(ctx, id, unfinishedStatuses, bson.D{{Key: "$set", Value: set}})
 }
 
-// unfinishedStatuses are the statuses a record leaves for good.
-var unfinishedStatuses = bson.A{model.StatusPending, model.StatusRunning}
+// unfinishedStatuses are the statuses a record leaves for good, terminalStatuses
+// those it keeps.
+var (
+	unfinishedStatuses = bson.A{model.StatusPending, model.StatusRunning}
+	terminalStatuses   = bson.A{model.StatusSuccess, model.StatusFailed, model.StatusAborted}
+)
 
 // updateUnfinished applies set to a record that is not terminal yet.
 func (s *Store) updateUnfinished(ctx context.Context, id string, set bson.D) error {
